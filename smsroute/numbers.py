@@ -1,0 +1,88 @@
+"""Normalising and validating mainland-China mobile numbers, locally and for free."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from smsroute import segments
+from smsroute.errors import InvalidNumber
+
+__all__ = ["digits", "mask", "normalize"]
+
+# Characters people put between digits; they carry no meaning.
+_SEPARATORS = frozenset(" \t\r\n\u00a0\u3000-.()/_")
+_MAX_TEXT = 64  # longer input is not a pasted phone number; don't spend time on it
+
+
+def digits(text: object) -> str:
+    """Return the 11 national digits of a pasted number, without checking the segment.
+
+    Accepts ``+86``/``0086``/``86`` prefixes, brackets, spaces, hyphens, dots
+    and full-width characters. Raises InvalidNumber saying what is wrong.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise InvalidNumber(f"not a phone number: expected text, got {type(text).__name__}", text)
+    s = text
+    if len(s) > _MAX_TEXT:
+        raise InvalidNumber(f"too long: {len(s)} characters", text)
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", s)  # full-width digits, ＋, （）
+    plus = False
+    out: list[str] = []
+    for i, ch in enumerate(s):
+        if "0" <= ch <= "9":
+            out.append(ch)
+        elif ch in _SEPARATORS:
+            continue
+        elif ch == "+" and not out and not plus:
+            plus = True
+        else:
+            raise InvalidNumber(f"not a digit: {ch!r} at position {i + 1}", text)
+    d = "".join(out)
+    if plus:
+        if not d.startswith("86"):
+            raise InvalidNumber("not a mainland-China number: country code is not +86", text)
+        d = d[2:]
+    elif len(d) == 15 and d.startswith("0086"):
+        d = d[4:]
+    elif len(d) == 13 and d.startswith("86"):
+        d = d[2:]
+    if not d:
+        raise InvalidNumber("empty: no digits", text)
+    if len(d) < 11:
+        raise InvalidNumber(f"too short: {len(d)} digits, a mobile number has 11", text)
+    if len(d) > 11:
+        raise InvalidNumber(f"too long: {len(d)} digits, a mobile number has 11", text)
+    return d
+
+
+def normalize(text: object, table: segments.SegmentTable | None = None) -> str:
+    """Return the 11 digits of a mainland-China mobile number in an allocated segment.
+
+    Raises InvalidNumber (a ValueError) saying what is wrong: too short, too
+    long, not a digit, not a mobile segment, unallocated segment.
+    """
+    t = table if table is not None else segments._default
+    if type(text) is str and len(text) == 11 and text.isdigit() and text.isascii():
+        d = text  # fast path: already normalised
+    else:
+        d = digits(text)
+    row = t._by5.get(d[:5])
+    if row is not None and row.kind != "unallocated" and row.length == 11:
+        return d
+    if d[0] != "1" or d[1] in "012":
+        raise InvalidNumber(f"not a mobile segment: {d[:3]}", text)
+    if row is None or row.kind == "unallocated":
+        raise InvalidNumber(f"unallocated segment: {d[:3]}", text)
+    raise InvalidNumber(
+        f"not a mobile segment: {row.prefix} holds {row.length}-digit {row.kind} numbers", text
+    )
+
+
+def mask(number: str) -> str:
+    """Return a number masked for logs: ``139****5391``."""
+    if len(number) >= 7:
+        return number[:3] + "****" + number[-4:]
+    return "*" * len(number)
