@@ -1,7 +1,16 @@
-"""smsroute: route SMS and top-up sends to a number's current operator."""
+"""smsroute: route SMS and top-up sends to a number's current operator after porting.
 
+Normalise and validate the number locally, look in a TTL LRU cache, ask the
+vendor's ``/carrier`` only on a miss, pick the gateway by the current
+operator, and fall back (stale answer, then the segment table) when the
+lookup fails, so that a send never fails because the lookup did.
+"""
+
+from smsroute import codec, segments
 from smsroute._version import __version__
+from smsroute.cache import CachePolicy, MemoryCache
 from smsroute.carrier import Carrier
+from smsroute.client import CarrierClient
 from smsroute.errors import (
     ApiError,
     BalanceExhausted,
@@ -18,26 +27,45 @@ from smsroute.errors import (
     Unauthorized,
     WrongCarrier,
 )
+from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import normalize
+from smsroute.resilience import Alert, CircuitBreaker, default_retrying
+from smsroute.routing import Decision, Router, Rule
 from smsroute.segments import initial_carrier
+from smsroute.types import CacheBackend, LookupClient
 
 __all__ = [
+    "Alert",
     "ApiError",
+    "Balance",
     "BalanceExhausted",
+    "CacheBackend",
+    "CachePolicy",
     "Carrier",
+    "CarrierClient",
+    "CarrierInfo",
+    "CircuitBreaker",
     "CircuitOpen",
     "ConfigurationError",
+    "Decision",
     "InvalidNumber",
+    "LookupClient",
     "LookupFailed",
+    "MemoryCache",
     "NoRoute",
     "NumberNotFound",
     "RequestRejected",
+    "Router",
+    "Rule",
     "ServiceError",
     "SmsRouteError",
     "TransportError",
     "Unauthorized",
     "WrongCarrier",
     "__version__",
+    "codec",
+    "default_retrying",
     "initial_carrier",
     "normalize",
+    "segments",
 ]

@@ -71,7 +71,10 @@ class ApiError(LookupFailed):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments do not survive the default pickling.
-        return (_rebuild_api_error, (type(self), self.code, self.reason, self.endpoint, self.mobile))
+        return (
+            _rebuild_api_error,
+            (type(self), self.code, self.reason, self.endpoint, self.mobile),
+        )
 
 
 def _rebuild_api_error(

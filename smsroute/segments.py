@@ -31,9 +31,7 @@ __all__ = [
     "lookup",
 ]
 
-KINDS: Final = frozenset(
-    {"regular", "virtual", "data", "iot", "satellite", "other", "unallocated"}
-)
+KINDS: Final = frozenset({"regular", "virtual", "data", "iot", "satellite", "other", "unallocated"})
 _COLUMNS: Final = (
     "segment",
     "operator",
@@ -93,9 +91,9 @@ class SegmentTable:
         by5: dict[str, Segment] = {}
         for n in range(10000, 20000):
             s = str(n)
-            row = by_prefix.get(s) or by_prefix.get(s[:4]) or by_prefix.get(s[:3])
-            if row is not None:
-                by5[s] = row
+            found = by_prefix.get(s) or by_prefix.get(s[:4]) or by_prefix.get(s[:3])
+            if found is not None:
+                by5[s] = found
         self._by5 = by5
 
     def __len__(self) -> int:
@@ -179,7 +177,7 @@ def default_table() -> SegmentTable:
 
 
 def install(table: SegmentTable | str | os.PathLike[str] | None) -> SegmentTable:
-    """Make a table (or the file at a path) the process-wide default; None restores the built-in one."""
+    """Make a table (or a path's table) the process default; None restores the built-in."""
     global _default
     if table is None:
         new = _load_default()

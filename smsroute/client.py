@@ -1,0 +1,355 @@
+"""CarrierClient: the vendor's ``/carrier`` and ``/balance`` over one keep-alive session.
+
+Foreign exceptions (requests, json) are translated to the smsroute tree at
+one boundary, :meth:`CarrierClient._call`. The apikey travels only in the
+request itself: never in a log line, an exception message or a repr.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+from urllib.parse import urlsplit
+
+import requests
+import requests.adapters
+import requests.utils
+from tenacity import Retrying, retry_if_exception_type, stop_any, stop_before_delay
+from tenacity.stop import stop_base
+
+from smsroute._log import get_logger, install_urllib3_redaction, redact
+from smsroute._version import __version__
+from smsroute.carrier import Carrier
+from smsroute.errors import ConfigurationError, LookupFailed, TransportError, error_for_code
+from smsroute.models import Balance, CarrierInfo
+from smsroute.numbers import mask, normalize
+from smsroute.resilience import RETRYABLE, default_retrying
+
+__all__ = ["DEFAULT_BASE_URL", "CarrierClient"]
+
+DEFAULT_BASE_URL: Final = "https://isp.qxt800.com"
+DEFAULT_TIMEOUT: Final = (2.0, 3.0)  # (connect, read) seconds; the vendor answers in ~10 ms
+MAX_BODY: Final = 64 * 1024  # a real answer is ~200 bytes; anything huge is not one
+USER_AGENT: Final = f"smsroute/{__version__} python-requests/{requests.__version__}"
+
+_log = get_logger()
+# The vendor's own document shows JSON with trailing commas: `"balance": "12048",    }`.
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+_RES_VALUES: Final = frozenset({0, 1, 3, 4})
+
+Timeout = float | tuple[float, float]
+
+
+class CarrierClient:
+    """A thread-safe client of the vendor's carrier-lookup API.
+
+    One ``requests.Session`` per client (keep-alive); POST form-encoded by
+    default, GET on request. Retries (tenacity) only on ServiceError and
+    TransportError, bounded by attempts and a total time budget.
+    """
+
+    def __init__(
+        self,
+        apikey: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        method: str = "POST",
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        retry: Retrying | None = None,
+        verify: bool | str = True,
+        proxies: Mapping[str, str] | None = None,
+        pool_maxsize: int = 32,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(apikey, str) or not apikey.strip():
+            raise ConfigurationError("apikey is empty: pass the key the vendor issued")
+        method = method.upper()
+        if method not in ("POST", "GET"):
+            raise ConfigurationError(f"method must be POST or GET, not {method!r}")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
+        self._apikey = apikey.strip()
+        self.base_url = base_url.rstrip("/")
+        self.method = method
+        self.timeout = timeout
+        self._clock = clock
+        self._urls = {
+            "/carrier": self.base_url + "/carrier",
+            "/balance": self.base_url + "/balance",
+        }
+        if session is None:
+            session = requests.Session()
+            # One retry layer: tenacity owns retries, urllib3 does none.
+            adapter = requests.adapters.HTTPAdapter(
+                pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0
+            )
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        session.headers["User-Agent"] = USER_AGENT
+        session.headers["Accept"] = "application/json"
+        if proxies is None:
+            # Read proxy settings once, here, instead of on every request:
+            # requests consults the environment per call when trust_env is on.
+            proxies = requests.utils.get_environ_proxies(self.base_url) if session.trust_env else {}
+        session.trust_env = False
+        session.proxies = dict(proxies)
+        session.verify = verify
+        self._session = session
+        base = retry if retry is not None else default_retrying()
+        # Never retry a caller's or an account's problem, whatever policy is passed in.
+        self._retrying = base.copy(retry=retry_if_exception_type(RETRYABLE) & base.retry)
+        self._closed = False
+        self._lock = threading.Lock()
+        if method == "GET":
+            install_urllib3_redaction()  # urllib3 logs request URLs, apikey included
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            warnings.warn(
+                f"smsroute: plain http:// to {parts.hostname}: the apikey travels in clear; "
+                "use https://",
+                UserWarning,
+                stacklevel=2,
+            )
+            _log.warning("client.insecure_transport", host=parts.hostname)
+
+    def __repr__(self) -> str:
+        return f"CarrierClient(base_url={self.base_url!r}, method={self.method!r}, apikey='***')"
+
+    def __enter__(self) -> CarrierClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        self._closed = True
+        self._session.close()
+
+    # -- public calls -------------------------------------------------------
+
+    def lookup(self, number: str, *, timeout: float | None = None) -> CarrierInfo:
+        """Return the vendor's answer for one number.
+
+        ``timeout`` bounds the whole call, retries included (the router passes
+        what is left of its deadline). Raises InvalidNumber before any query
+        for a number that fails :func:`smsroute.normalize`.
+        """
+        mobile = normalize(number)
+        body = self._call("/carrier", {"apikey": self._apikey, "mobile": mobile}, mobile, timeout)
+        return _parse_carrier(body, mobile)
+
+    def balance(self, *, timeout: float | None = None) -> Balance:
+        """Return the account's fee type and remaining queries."""
+        body = self._call("/balance", {"apikey": self._apikey}, "", timeout)
+        return _parse_balance(body)
+
+    # -- the one boundary ---------------------------------------------------
+
+    def _call(
+        self, endpoint: str, params: dict[str, str], mobile: str, timeout: float | None
+    ) -> Mapping[str, Any]:
+        deadline = None if timeout is None else self._clock() + timeout
+        retrying = self._retrying
+        if timeout is not None:
+            stop = stop_any(cast("stop_base", retrying.stop), stop_before_delay(timeout))
+            retrying = retrying.copy(stop=stop)
+        masked = mask(mobile) if mobile else ""
+        attempt = 0
+        for try_ in retrying:
+            with try_:
+                attempt += 1
+                return self._once(endpoint, params, masked, attempt, deadline)
+        raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
+
+    def _once(
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        masked: str,
+        attempt: int,
+        deadline: float | None,
+    ) -> Mapping[str, Any]:
+        started = time.perf_counter()
+        code: int | None = None
+        error: str | None = None
+        try:
+            timeout = self.timeout
+            if deadline is not None:
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise TransportError(f"{endpoint}: no time left in the deadline")
+                timeout = _cap(timeout, left)
+            body = self._request(endpoint, params, timeout)
+            code = _code_of(body, endpoint)
+            if code != 0:
+                reason = redact(str(body.get("reason", "")), self._apikey)
+                raise error_for_code(code, reason, endpoint=endpoint, mobile=masked)
+            return body
+        except LookupFailed as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            _log.debug(
+                "client.call",
+                endpoint=endpoint,
+                mobile=masked or None,
+                code=code,
+                error=error,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                attempt=attempt,
+            )
+
+    def _request(
+        self, endpoint: str, params: dict[str, str], timeout: Timeout
+    ) -> Mapping[str, Any]:
+        url = self._urls[endpoint]
+        try:
+            if self.method == "POST":
+                resp = self._session.post(url, data=params, timeout=timeout)
+            else:
+                resp = self._session.get(url, params=params, timeout=timeout)
+            content = resp.content
+            status = resp.status_code
+        except requests.Timeout as exc:
+            raise TransportError(
+                f"{endpoint}: timed out ({_describe(exc, self._apikey)})"
+            ) from None
+        except requests.RequestException as exc:
+            # `from None`: the cause's message carries the URL, apikey included for GET.
+            raise TransportError(f"{endpoint}: {_describe(exc, self._apikey)}") from None
+        if status != 200:
+            raise TransportError(f"{endpoint}: HTTP {status}")
+        if len(content) > MAX_BODY:
+            raise TransportError(f"{endpoint}: body of {len(content)} bytes is not an answer")
+        return _decode(content, endpoint)
+
+    # -- variants -----------------------------------------------------------
+
+    def copy(self, **changes: Any) -> CarrierClient:
+        """Return a new client with some constructor arguments changed (not the session)."""
+        kwargs: dict[str, Any] = {
+            "apikey": self._apikey,
+            "base_url": self.base_url,
+            "method": self.method,
+            "timeout": self.timeout,
+            "retry": self._retrying,
+            "verify": self._session.verify,
+            "proxies": self._session.proxies,
+            "clock": self._clock,
+        }
+        kwargs.update(changes)
+        return CarrierClient(**kwargs)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cap(timeout: Timeout, left: float) -> Timeout:
+    if isinstance(timeout, tuple):
+        return (min(timeout[0], left), min(timeout[1], left))
+    return min(timeout, left)
+
+
+def _describe(exc: BaseException, apikey: str) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {redact(text, apikey)}" if text else type(exc).__name__
+
+
+def _decode(content: bytes, endpoint: str) -> Mapping[str, Any]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TransportError(f"{endpoint}: body is not UTF-8") from None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        try:
+            body = json.loads(_TRAILING_COMMA.sub(r"\1", text))
+        except (ValueError, RecursionError):
+            raise TransportError(f"{endpoint}: body is not JSON: {text[:40]!r}") from None
+    except RecursionError:
+        raise TransportError(f"{endpoint}: body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise TransportError(f"{endpoint}: body is not a JSON object")
+    return cast("Mapping[str, Any]", body)
+
+
+def _code_of(body: Mapping[str, Any], endpoint: str) -> int:
+    code = body.get("code")
+    if isinstance(code, str) and code.lstrip("-").isdigit() and len(code) < 6:
+        code = int(code)
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TransportError(f"{endpoint}: answer has no integer code")
+    return code
+
+
+def _text(result: Mapping[str, Any], key: str, *, required: bool = True) -> str:
+    value = result.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise TransportError(f"/carrier: field {key} is missing or not text")
+    return value.strip()
+
+
+def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
+    result = body.get("result")
+    if not isinstance(result, dict):
+        raise TransportError("/carrier: answer has no result object")
+    res_text = result.get("res")
+    if isinstance(res_text, bool) or not isinstance(res_text, (str, int)):
+        raise TransportError("/carrier: field res is missing")
+    try:
+        res = int(res_text)
+    except ValueError:
+        raise TransportError(f"/carrier: field res is not a number: {res_text!r}") from None
+    if res not in _RES_VALUES:
+        raise TransportError(f"/carrier: unknown res {res}")
+    echoed = result.get("Mobile")
+    if echoed is not None and str(echoed).strip() != mobile:
+        raise TransportError("/carrier: the answer is for another number")
+    init_text = _text(result, "Init_isp")
+    now_text = _text(result, "Now_isp")
+    initial = Carrier.parse(init_text)
+    current = Carrier.parse(now_text)
+    # An operator we cannot name cannot be routed to: treat it as no answer,
+    # so it is never cached and the fallback chain takes over.
+    if initial is None:
+        raise TransportError(f"/carrier: unknown Init_isp {init_text[:20]!r}")
+    if current is None:
+        raise TransportError(f"/carrier: unknown Now_isp {now_text[:20]!r}")
+    area = _text(result, "Area", required=False)
+    if len(area) > 64:
+        raise TransportError("/carrier: field Area is too long")
+    return CarrierInfo(mobile, res, area, initial, current, result)
+
+
+def _parse_balance(body: Mapping[str, Any]) -> Balance:
+    result = body.get("result")
+    if not isinstance(result, dict):
+        raise TransportError("/balance: answer has no result object")
+    fee_type = result.get("feeType")
+    value = result.get("balance")
+    if not isinstance(fee_type, str):
+        raise TransportError("/balance: field feeType is missing")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TransportError("/balance: field balance is missing")
+    try:
+        remaining = int(str(value).strip())
+    except ValueError:
+        raise TransportError(f"/balance: balance is not a number: {str(value)[:20]!r}") from None
+    return Balance(fee_type.strip(), remaining, result)

@@ -1,0 +1,45 @@
+"""The seams of smsroute as small protocols: implement these to plug in your own parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from smsroute.models import CarrierInfo
+
+__all__ = ["CacheBackend", "Clock", "Gateway", "LookupClient"]
+
+Clock = Callable[[], float]
+"""A monotonic clock in seconds, like ``time.monotonic``; tests pass a FakeClock."""
+
+Gateway = Any
+"""Whatever a router maps an operator to: a callable (for ``send``), a channel, a product code."""
+
+
+@runtime_checkable
+class LookupClient(Protocol):
+    """Anything that answers the current operator of a normalised number."""
+
+    def lookup(self, number: str) -> CarrierInfo:
+        """Return the answer for ``number`` or raise a LookupFailed."""
+
+
+@runtime_checkable
+class CacheBackend(Protocol):
+    """Where a router keeps paid answers, keyed by the normalised number.
+
+    Values are *answer codes* from :mod:`smsroute.codec` (a small int; use
+    ``codec.dumps``/``codec.loads`` to store them outside the process). The
+    backend owns the time-to-live policy: ``set`` keeps an answer fresh for
+    its TTL, then stale for ``stale_ttl`` more; ``get`` says which it is.
+    A backend never raises into a send: a broken store answers ``None``.
+    """
+
+    def get(self, number: str) -> tuple[int, bool] | None:
+        """Return ``(answer, fresh)`` or None when nothing usable is stored."""
+
+    def set(self, number: str, answer: int) -> None:
+        """Store an answer (``codec.NOT_FOUND`` for a number the vendor does not know)."""
+
+    def delete(self, number: str) -> None:
+        """Forget a number (a gateway said the answer is wrong)."""
