@@ -40,7 +40,7 @@ from smsroute.models import CarrierInfo
 from smsroute.numbers import mask, normalize
 from smsroute.resilience import Alert, CircuitBreaker, State
 from smsroute.singleflight import SingleFlight
-from smsroute.types import CacheBackend, Clock, LookupClient
+from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight
 
 __all__ = ["Decision", "Router", "Rule", "Source"]
 
@@ -226,7 +226,8 @@ class Router:
             breaker.on_alert = on_alert
         breaker.listeners.append(self)
         self.breaker = breaker
-        self._flights: SingleFlight[tuple[CarrierInfo, int]] = SingleFlight()
+        self._flights: SingleFlight[tuple[CarrierInfo | None, int, Source]] = SingleFlight()
+        self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
         self._memo: dict[int, tuple[Carrier | None, Any]] = {}
         self._budgeted = _accepts_timeout(client)
         self._counts = {name: _Counter() for name in (*SOURCES, "upstream_calls", "coalesced")}
@@ -324,27 +325,58 @@ class Router:
         flight, leader = self._flights.join(mobile)
         if not leader:
             self._counts["coalesced"].bump()
-            if flight.wait(max(0.0, end - self._clock())):
-                if flight.result is not None:
-                    info, answer = flight.result
-                    self._counts["upstream"].bump()
-                    return self._from_answer(mobile, answer, "upstream", None, info)
+            if not flight.wait(max(0.0, end - self._clock())):
+                return self._fallback(mobile, stale, "deadline: another lookup of it is slow")
+            if flight.result is None:
                 return self._fallback(mobile, stale, _reason(flight.error))
-            return self._fallback(mobile, stale, "deadline: another lookup of this number is slow")
-        try:
-            info, answer = self._ask(mobile, end)
-        except LookupFailed as exc:
-            flight.finish(error=exc)
-            return self._fallback(mobile, stale, _reason(exc))
-        except BaseException as exc:
-            flight.finish(error=exc)
-            raise
+            outcome = flight.result
         else:
-            flight.finish(result=(info, answer))
-            self._counts["upstream"].bump()
-            return self._from_answer(mobile, answer, "upstream", None, info)
+            try:
+                outcome = self._lead(mobile, end)
+            except LookupFailed as exc:
+                flight.finish(error=exc)
+                return self._fallback(mobile, stale, _reason(exc))
+            except BaseException as exc:
+                flight.finish(error=exc)
+                raise
+            finally:
+                self._flights.land(mobile, flight)
+            flight.finish(result=outcome)
+        info, answer, source = outcome
+        self._counts[source].bump()
+        return self._from_answer(mobile, answer, source, None, info)
+
+    def _lead(self, mobile: str, end: float) -> tuple[CarrierInfo | None, int, Source]:
+        shared = self._shared
+        if shared is None:
+            return (*self._ask(mobile, end), "upstream")
+        # Fleet-wide single-flight: one worker of the fleet pays, the others
+        # wait for its answer to land in the shared cache.
+        try:
+            claimed = shared.claim(mobile, max(end - self._clock(), 0.05))
+        except Exception as exc:  # noqa: BLE001 - a broken shared store must not fail a send
+            self._count_error("cache", exc)
+            claimed = True
+        try:
+            if not claimed:
+                hit = None
+                try:
+                    hit = shared.wait(mobile, max(0.0, end - self._clock()))
+                except Exception as exc:  # noqa: BLE001
+                    self._count_error("cache", exc)
+                if hit is not None:
+                    if codec.is_negative(hit[0]):
+                        raise NumberNotFound(-4, "not found (answered to another worker)")
+                    return None, hit[0], "cache"
+                if end <= self._clock():
+                    raise TransportError("deadline: another worker's lookup is slow")
+            return (*self._ask(mobile, end), "upstream")
         finally:
-            self._flights.land(mobile, flight)
+            if claimed:
+                try:
+                    shared.release(mobile)
+                except Exception as exc:  # noqa: BLE001
+                    self._count_error("cache", exc)
 
     def _ask(self, mobile: str, end: float) -> tuple[CarrierInfo, int]:
         if not self.breaker.allow():

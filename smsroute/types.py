@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from smsroute.models import CarrierInfo
 
-__all__ = ["CacheBackend", "Clock", "Gateway", "LookupClient"]
+__all__ = ["CacheBackend", "Clock", "Gateway", "LookupClient", "SharedFlight"]
 
 Clock = Callable[[], float]
 """A monotonic clock in seconds, like ``time.monotonic``; tests pass a FakeClock."""
@@ -43,3 +43,22 @@ class CacheBackend(Protocol):
 
     def delete(self, number: str) -> None:
         """Forget a number (a gateway said the answer is wrong)."""
+
+
+@runtime_checkable
+class SharedFlight(Protocol):
+    """Optional on a cache shared by many processes: fleet-wide single-flight.
+
+    When a router's cache also implements this, a miss first ``claim``\\ s the
+    number; the worker that gets the claim asks the upstream, the others
+    ``wait`` for its answer to appear in the shared cache.
+    """
+
+    def claim(self, number: str, ttl: float) -> bool:
+        """Return True when this worker should ask the upstream (claim held for ``ttl`` s)."""
+
+    def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
+        """Wait up to ``timeout`` s for the claim holder's answer; None if none came."""
+
+    def release(self, number: str) -> None:
+        """Give up a claim (after the answer was stored, or when the lookup failed)."""
