@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from smsroute import codec, segments
 from smsroute._log import get_logger
-from smsroute.cache import MemoryCache
+from smsroute.cache import _ANSWER, _SHIFT, _USED, MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.errors import (
     CircuitOpen,
@@ -228,9 +228,16 @@ class Router:
         self.breaker = breaker
         self._flights: SingleFlight[tuple[CarrierInfo | None, int, Source]] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
-        self._memo: dict[int, tuple[Carrier | None, Any]] = {}
+        # answer code -> (operator, gateway, routable); see _memoize().
+        self._memo: dict[int, tuple[Carrier | None, Any, bool]] = {}
         self._budgeted = _accepts_timeout(client)
         self._counts = {name: _Counter() for name in (*SOURCES, "upstream_calls", "coalesced")}
+        self._hit = self._counts["cache"].bump
+        near = self._cache if isinstance(self._cache, MemoryCache) else getattr(cache, "near", None)
+        # The hot path reads the in-process tier's dict directly (MemoryCache,
+        # or the near tier of a two-tier cache such as RedisCache).
+        self._hot = near._data if isinstance(near, MemoryCache) else None
+        self._hot_timer = near._timer if isinstance(near, MemoryCache) else clock
         self._lock = threading.Lock()
         self._errors: dict[str, int] = {}
         self._reasons: dict[str, int] = {}
@@ -256,6 +263,20 @@ class Router:
         Raises InvalidNumber (before any lookup) for a bad number and NoRoute
         when no gateway fits; never raises because the lookup failed.
         """
+        # Hot path: a fresh, recently used answer in the in-process tier. Only
+        # validated numbers are ever stored, so a hit needs no normalize();
+        # one dict read, one clock read, one memo read, no lock.
+        hot = self._hot
+        if hot is not None and type(number) is str:
+            value = hot.get(number)
+            if value is not None and value & _USED and self._hot_timer() < value >> _SHIFT:
+                memo = self._memo.get(value & _ANSWER)
+                if memo is not None and memo[2]:
+                    self._hit()
+                    return Decision(number, memo[0], memo[1], "cache", None, None, value & _ANSWER)
+        return self._route(number, deadline)
+
+    def _route(self, number: str, deadline: float | None) -> Decision:
         mobile = normalize(number, self._segments)
         try:
             hit = self._cache.get(mobile)
@@ -281,12 +302,12 @@ class Router:
         memo = self._memo.get(answer)
         if memo is None:
             memo = self._memoize(answer)
-        carrier, gateway = memo
-        if type(gateway) is _NoRouteMarker:
+        carrier, gateway, routable = memo
+        if not routable:
             raise NoRoute(f"{mask(mobile)}: {gateway.message}")
         return Decision(mobile, carrier, gateway, source, info, reason, answer)
 
-    def _memoize(self, answer: int) -> tuple[Carrier | None, Any]:
+    def _memoize(self, answer: int) -> tuple[Carrier | None, Any, bool]:
         # Routing depends only on the answer code, so the rules run once per
         # distinct (operator, province, port, virtual) and hits reuse it.
         current, _initial, res, area = codec.fields(answer)
@@ -298,7 +319,7 @@ class Router:
             gateway = _NoRouteMarker(str(exc))
         if len(self._memo) > 65536:
             self._memo.clear()  # bounded; junk areas must not grow it forever
-        memo = self._memo[answer] = (current, gateway)
+        memo = self._memo[answer] = (current, gateway, type(gateway) is not _NoRouteMarker)
         return memo
 
     def _pick(

@@ -727,12 +727,15 @@ def _form(text: str) -> dict[str, str]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeCarrierServer"
-    sys_version = ""
     # Buffered writes send status line, headers and body in one segment, and
     # TCP_NODELAY keeps that segment from waiting on the client's delayed ACK.
     wbufsize = -1
     disable_nagle_algorithm = True
     server: _HTTPServer
+
+    def version_string(self) -> str:
+        """Return the Server header value."""
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay silent: a test server should not write to stderr per request."""
