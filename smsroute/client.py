@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import requests
 import requests.adapters
@@ -103,6 +103,10 @@ class CarrierClient:
         session.proxies = dict(proxies)
         session.verify = verify
         self._session = session
+        # Prepared once per endpoint: Session.request() re-parses the URL and
+        # re-merges settings on every call. The client sits in a send path,
+        # so each call only copies the template and fills in body or query.
+        self._templates = {path: self._template(path) for path in self._urls}
         base = retry if retry is not None else default_retrying()
         # Never retry a caller's or an account's problem, whatever policy is passed in.
         self._retrying = base.copy(retry=retry_if_exception_type(RETRYABLE) & base.retry)
@@ -207,15 +211,26 @@ class CarrierClient:
                 attempt=attempt,
             )
 
+    def _template(self, endpoint: str) -> requests.PreparedRequest:
+        headers = {}
+        if self.method == "POST":
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        request = requests.Request(self.method, self._urls[endpoint], headers=headers)
+        return self._session.prepare_request(request)
+
     def _request(
         self, endpoint: str, params: dict[str, str], timeout: Timeout
     ) -> Mapping[str, Any]:
         url = self._urls[endpoint]
         try:
+            prepared = self._templates[endpoint].copy()
+            query = urlencode(params)
             if self.method == "POST":
-                resp = self._session.post(url, data=params, timeout=timeout)
+                prepared.body = query.encode("ascii")
+                prepared.headers["Content-Length"] = str(len(prepared.body))
             else:
-                resp = self._session.get(url, params=params, timeout=timeout)
+                prepared.url = f"{url}?{query}"
+            resp = self._session.send(prepared, timeout=timeout, allow_redirects=False)
             content = resp.content
             status = resp.status_code
         except requests.Timeout as exc:
