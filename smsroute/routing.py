@@ -11,6 +11,7 @@ from (``Decision.source``) and why (``Decision.reason``).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import inspect
 import itertools
@@ -174,6 +175,36 @@ class _Counter:
         return int(repr(self._c)[6:-1])
 
 
+class Histogram:
+    """Upstream latency in fixed buckets (seconds), as Prometheus would bucket it."""
+
+    BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0] * (len(self.BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Record one observation."""
+        i = bisect.bisect_left(self.BUCKETS, seconds)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return cumulative bucket counts (``le`` -> count), the sum and the count."""
+        with self._lock:
+            counts = list(self._counts)
+            total = self._sum
+        cumulative: dict[str, int] = {}
+        running = 0
+        for bound, n in zip((*map(str, self.BUCKETS), "+Inf"), counts, strict=True):
+            running += n
+            cumulative[bound] = running
+        return {"buckets": cumulative, "sum": total, "count": running}
+
+
 class _NoRouteMarker:
     __slots__ = ("message",)
 
@@ -228,11 +259,16 @@ class Router:
         self.breaker = breaker
         self._flights: SingleFlight[tuple[CarrierInfo | None, int, Source]] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
-        # answer code -> (operator, gateway, routable); see _memoize().
-        self._memo: dict[int, tuple[Carrier | None, Any, bool]] = {}
+        # answer code -> (operator, gateway, routable, hit counter); see _memoize().
+        self._memo: dict[int, tuple[Carrier | None, Any, bool, Callable[[], int]]] = {}
         self._budgeted = _accepts_timeout(client)
-        self._counts = {name: _Counter() for name in (*SOURCES, "upstream_calls", "coalesced")}
-        self._hit = self._counts["cache"].bump
+        self._counts = {name: _Counter() for name in ("upstream_calls", "coalesced")}
+        # Decisions counted by (source, operator): a hit bumps the counter its
+        # memo entry carries, so counting by operator costs the hot path nothing.
+        self._by: dict[tuple[str, Carrier | None], _Counter] = {
+            (source, carrier): _Counter() for source in SOURCES for carrier in (*Carrier, None)
+        }
+        self.latency = Histogram()
         near = self._cache if isinstance(self._cache, MemoryCache) else getattr(cache, "near", None)
         # The hot path reads the in-process tier's dict directly (MemoryCache,
         # or the near tier of a two-tier cache such as RedisCache).
@@ -272,7 +308,7 @@ class Router:
             if value is not None and value & _USED and self._hot_timer() < value >> _SHIFT:
                 memo = self._memo.get(value & _ANSWER)
                 if memo is not None and memo[2]:
-                    self._hit()
+                    memo[3]()
                     return Decision(number, memo[0], memo[1], "cache", None, None, value & _ANSWER)
         return self._route(number, deadline)
 
@@ -286,8 +322,7 @@ class Router:
         if hit is not None and hit[1]:
             answer = hit[0]
             if not codec.is_negative(answer):
-                self._counts["cache"].bump()
-                return self._from_answer(mobile, answer, "cache", None, None)
+                return self._counted(self._from_answer(mobile, answer, "cache", None, None))
             return self._fallback(mobile, None, "number not found (cached)")
         return self._resolve(mobile, hit, deadline)
 
@@ -302,12 +337,12 @@ class Router:
         memo = self._memo.get(answer)
         if memo is None:
             memo = self._memoize(answer)
-        carrier, gateway, routable = memo
+        carrier, gateway, routable, _ = memo
         if not routable:
             raise NoRoute(f"{mask(mobile)}: {gateway.message}")
         return Decision(mobile, carrier, gateway, source, info, reason, answer)
 
-    def _memoize(self, answer: int) -> tuple[Carrier | None, Any, bool]:
+    def _memoize(self, answer: int) -> tuple[Carrier | None, Any, bool, Callable[[], int]]:
         # Routing depends only on the answer code, so the rules run once per
         # distinct (operator, province, port, virtual) and hits reuse it.
         current, _initial, res, area = codec.fields(answer)
@@ -319,7 +354,9 @@ class Router:
             gateway = _NoRouteMarker(str(exc))
         if len(self._memo) > 65536:
             self._memo.clear()  # bounded; junk areas must not grow it forever
-        memo = self._memo[answer] = (current, gateway, type(gateway) is not _NoRouteMarker)
+        routable = type(gateway) is not _NoRouteMarker
+        memo = (current, gateway, routable, self._by["cache", current].bump)
+        self._memo[answer] = memo
         return memo
 
     def _pick(
@@ -364,8 +401,7 @@ class Router:
                 self._flights.land(mobile, flight)
             flight.finish(result=outcome)
         info, answer, source = outcome
-        self._counts[source].bump()
-        return self._from_answer(mobile, answer, source, None, info)
+        return self._counted(self._from_answer(mobile, answer, source, None, info))
 
     def _lead(self, mobile: str, end: float) -> tuple[CarrierInfo | None, int, Source]:
         shared = self._shared
@@ -407,11 +443,15 @@ class Router:
             self.breaker.release()
             raise TransportError("deadline: no time left for the upstream")
         self._counts["upstream_calls"].bump()
+        started = time.perf_counter()
         try:
-            if self._budgeted:
-                info = self._client.lookup(mobile, timeout=left)  # type: ignore[call-arg]
-            else:
-                info = self._client.lookup(mobile)
+            try:
+                if self._budgeted:
+                    info = self._client.lookup(mobile, timeout=left)  # type: ignore[call-arg]
+                else:
+                    info = self._client.lookup(mobile)
+            finally:
+                self.latency.observe(time.perf_counter() - started)
             if not isinstance(info, CarrierInfo) or info.current is None:
                 raise TransportError("the client answered no current operator")
         except NumberNotFound as exc:
@@ -455,7 +495,7 @@ class Router:
             except NoRoute as exc:
                 raise NoRoute(f"{mask(mobile)}: {exc} (fallback after: {reason})") from None
             decision = Decision(mobile, carrier, gateway, "fallback", None, reason)
-        self._counts[decision.source].bump()
+        self._counted(decision)
         # While the breaker is open every send falls back; the opening itself
         # was the warning, so these stay at debug and the path stays fast.
         level = _log.debug if reason.startswith("circuit open") else _log.warning
@@ -466,6 +506,10 @@ class Router:
             carrier=str(decision.carrier) if decision.carrier else None,
             reason=reason,
         )
+        return decision
+
+    def _counted(self, decision: Decision) -> Decision:
+        self._by[decision.source, decision.carrier].bump()
         return decision
 
     def _count_error(self, code: str, exc: BaseException) -> None:
@@ -588,12 +632,20 @@ class Router:
     def stats(self) -> dict[str, Any]:
         """Return counters: decisions by source, upstream calls, hits, misses, errors, breaker."""
         c = {name: counter.value for name, counter in self._counts.items()}
+        c.update(dict.fromkeys(SOURCES, 0))
+        by_carrier: dict[str, dict[str, int]] = {source: {} for source in SOURCES}
+        for (source, carrier), counter in self._by.items():
+            n = counter.value
+            if n:
+                by_carrier[source][carrier.value if carrier else "unknown"] = n
+            c[source] += n
         with self._lock:
             errors = dict(self._errors)
             reasons = dict(self._reasons)
         decisions = {s: c[s] for s in SOURCES}
         return {
             "decisions": decisions,
+            "decisions_by_carrier": by_carrier,
             "hits": c["cache"],
             "misses": sum(decisions.values()) - c["cache"],
             "upstream_calls": c["upstream_calls"],
@@ -603,6 +655,7 @@ class Router:
             "breaker": self.breaker.state,
             "breaker_opened": self.breaker.opened,
             "cache_size": _size(self._cache),
+            "upstream_latency": self.latency.snapshot(),
         }
 
     @property
