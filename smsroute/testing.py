@@ -33,6 +33,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import selectors
 import socket
 import socketserver
 import struct
@@ -392,7 +393,24 @@ class VendorSimulator:
         self.set_fault(fault)
 
     def set_fault(self, fault: Fault | None, *, for_requests: int | None = None) -> None:
-        """Apply a fault to all requests, or only to the next ``for_requests`` of them."""
+        """Apply a fault to all requests, or only to the next ``for_requests`` of them.
+
+        ==================  =========================================================
+        an int code         JSON ``{"code": c, "reason": REASONS[c], "result": null}``
+        ``http500/502``     that status, an nginx HTML page
+        ``html``            status 200, ``text/html`` maintenance page
+        ``truncated``       the first half of the JSON bytes (charged if code 0)
+        ``trailing_comma``  the document's own style, ``"Now_isp": "电信",`` (charged)
+        ``unknown_isp``     ``Now_isp`` is ``火星移动`` (charged)
+        ``missing_field``   no ``Now_isp`` (``balance`` on /balance) (charged)
+        ``hang``            no answer until the fault is changed (then the normal
+                            answer) or the server stops (then the connection closes)
+        ``reset``           the connection is closed with RST (SO_LINGER 0)
+        ``slow``            the normal answer after ``slow_seconds`` (charged)
+        ==================  =========================================================
+
+        Only faults that still deliver a code-0 answer charge the account.
+        """
         fault = _check_fault(fault)
         if for_requests is not None and for_requests < 1:
             raise ValueError("for_requests must be at least 1")
@@ -824,13 +842,49 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
+    # handle_request() is called only once the selector saw a pending
+    # connection; a zero timeout keeps it from blocking should the client
+    # have given up in between.
+    timeout = 0.0
 
     def __init__(self, address: tuple[str, int], simulator: VendorSimulator) -> None:
         self.simulator = simulator
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_changed = threading.Condition()
-        super().__init__(address, _Handler)
+        # A socket pair wakes the accept loop at once on stop(); socketserver's
+        # own shutdown() waits up to a whole poll interval.
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            super().__init__(address, _Handler)
+        except BaseException:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve_until_stopped(self) -> None:
+        """Accept connections until stop_serving() is called."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                ready = selector.select()
+                if self.stopping.is_set():
+                    break
+                if any(key.fileobj is self.socket for key, _ in ready):
+                    self.handle_request()  # accepts without blocking: see ``timeout``
+
+    def stop_serving(self) -> None:
+        """Make serve_until_stopped() return and held handlers let go."""
+        self.stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def server_close(self) -> None:
+        """Close the listening socket and the wake-up pair."""
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse-DNS lookup, which can take seconds."""
@@ -957,10 +1011,8 @@ class FakeCarrierServer(_Facade):
                 return self
             cls = _HTTPServer6 if ":" in self._host else _HTTPServer
             httpd = cls((self._host, self._port), self.simulator)
-            # A short poll interval lets stop() return quickly.
             self._thread = threading.Thread(
-                target=httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                target=httpd.serve_until_stopped,
                 name=f"FakeCarrierServer:{httpd.server_address[1]}",
                 daemon=True,
             )
@@ -977,11 +1029,10 @@ class FakeCarrierServer(_Facade):
             httpd, thread = self._httpd, self._thread
         if httpd is None or thread is None:
             return
-        httpd.stopping.set()  # first, so held and delayed handlers let go
-        httpd.shutdown()
+        httpd.stop_serving()
+        thread.join(timeout=1.0)
         httpd.server_close()
         httpd.close_connections(timeout=1.0)
-        thread.join(timeout=1.0)
 
     def serve_until_interrupted(self) -> None:
         """Serve in the foreground until Ctrl-C (or stop() from another thread), then stop."""

@@ -231,7 +231,7 @@ def test_concurrent_queries_do_not_overdraw(server):
 
 def test_same_seed_same_answers(server, session):
     """Two simulators with the same seed agree; the server answers what answer_for says."""
-    numbers = regular_numbers(50) + [VIRTUAL, "16612345678", "19212345678"]
+    numbers = [*regular_numbers(50), VIRTUAL, "16612345678", "19212345678"]
     a, b, c = VendorSimulator(seed=7), VendorSimulator(seed=7), VendorSimulator(seed=8)
     assert [a.answer_for(n) for n in numbers] == [b.answer_for(n) for n in numbers]
     assert [a.answer_for(n) for n in numbers] != [c.answer_for(n) for n in numbers]
@@ -258,8 +258,10 @@ def test_virtual_numbers_answer_3_or_4():
     results = [sim.answer_for(n)["result"] for n in numbers]
     assert {r["res"] for r in results} == {"3", "4"}
     for n, r in zip(numbers, results, strict=True):
-        host = segments.lookup(n).host
-        assert r["Init_isp"] == r["Now_isp"] == host.value
+        seg = segments.lookup(n)
+        assert seg is not None
+        assert seg.host is not None
+        assert r["Init_isp"] == r["Now_isp"] == seg.host.value
 
 
 # -- faults ------------------------------------------------------------------
@@ -355,6 +357,18 @@ def test_hang_is_released_by_clearing_the_fault(server, session):
         timer.join()
 
 
+def test_per_number_hang_is_released_by_set_answer(server, session):
+    """A number held by set_answer(fault="hang") is answered once its answer is re-pinned."""
+    server.set_answer(PLAIN, fault="hang")
+    timer = threading.Timer(0.1, server.set_answer, (PLAIN,), {"res": 1, "now": "联通"})
+    timer.start()
+    try:
+        result = carrier(server, session, PLAIN).json()["result"]
+    finally:
+        timer.join()
+    assert (result["res"], result["Now_isp"]) == ("1", "联通")
+
+
 def test_slow_fault_and_latency(server, session):
     """slow answers after slow_seconds; latency delays every answer."""
     server.slow_seconds = 0.2
@@ -440,6 +454,30 @@ def test_lifecycle(session):
         server.start()
 
 
+def test_serve_until_interrupted_returns_on_stop():
+    """serve_until_interrupted() returns when another thread stops the server."""
+    server = FakeCarrierServer()
+    timer = threading.Timer(0.1, server.stop)
+    timer.start()
+    server.serve_until_interrupted()
+    timer.join()
+    with pytest.raises(RuntimeError):
+        server.start()
+
+
+def test_serve_until_interrupted_stops_on_ctrl_c(monkeypatch):
+    """Ctrl-C while serving in the foreground stops the server instead of propagating."""
+    server = FakeCarrierServer()
+
+    def interrupted(timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(server._stopped, "wait", interrupted)
+    server.serve_until_interrupted()
+    monkeypatch.undo()
+    assert server._stopped.is_set()
+
+
 def test_starts_fast():
     """A server stands up and shuts down in well under 50 ms each."""
     started = time.perf_counter()
@@ -451,7 +489,7 @@ def test_starts_fast():
 def test_refuses_non_loopback_host():
     """Binding anything but loopback needs allow_remote=True."""
     with pytest.raises(ValueError):
-        FakeCarrierServer(host="0.0.0.0")  # noqa: S104 (the point of the test)
+        FakeCarrierServer(host="0.0.0.0")
 
 
 # -- responses helper --------------------------------------------------------
@@ -548,4 +586,6 @@ def test_plugin_stops_server(pytester):
             raise AssertionError("server still answering")
         """
     )
-    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    # Hypothesis is not needed inside and its import is most of the run time.
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+    result.assert_outcomes(passed=2)
