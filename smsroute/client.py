@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -42,8 +42,10 @@ _log = get_logger()
 # The vendor's own document shows JSON with trailing commas: `"balance": "12048",    }`.
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _RES_VALUES: Final = frozenset({0, 1, 3, 4})
+_INT_TEXT: Final = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, bounded
 
 Timeout = float | tuple[float, float]
+_T = TypeVar("_T")
 
 
 class CarrierClient:
@@ -147,19 +149,23 @@ class CarrierClient:
         for a number that fails :func:`smsroute.normalize`.
         """
         mobile = normalize(number)
-        body = self._call("/carrier", {"apikey": self._apikey, "mobile": mobile}, mobile, timeout)
-        return _parse_carrier(body, mobile)
+        params = {"apikey": self._apikey, "mobile": mobile}
+        return self._call("/carrier", params, mobile, timeout, lambda b: _parse_carrier(b, mobile))
 
     def balance(self, *, timeout: float | None = None) -> Balance:
         """Return the account's fee type and remaining queries."""
-        body = self._call("/balance", {"apikey": self._apikey}, "", timeout)
-        return _parse_balance(body)
+        return self._call("/balance", {"apikey": self._apikey}, "", timeout, _parse_balance)
 
     # -- the one boundary ---------------------------------------------------
 
     def _call(
-        self, endpoint: str, params: dict[str, str], mobile: str, timeout: float | None
-    ) -> Mapping[str, Any]:
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        mobile: str,
+        timeout: float | None,
+        parse: Callable[[Mapping[str, Any]], _T],
+    ) -> _T:
         deadline = None if timeout is None else self._clock() + timeout
         retrying = self._retrying
         if timeout is not None:
@@ -170,7 +176,7 @@ class CarrierClient:
         for try_ in retrying:
             with try_:
                 attempt += 1
-                return self._once(endpoint, params, masked, attempt, deadline)
+                return self._once(endpoint, params, masked, attempt, deadline, parse)
         raise AssertionError("unreachable: tenacity re-raises")  # pragma: no cover
 
     def _once(
@@ -180,7 +186,8 @@ class CarrierClient:
         masked: str,
         attempt: int,
         deadline: float | None,
-    ) -> Mapping[str, Any]:
+        parse: Callable[[Mapping[str, Any]], _T],
+    ) -> _T:
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
@@ -196,7 +203,9 @@ class CarrierClient:
             if code != 0:
                 reason = redact(str(body.get("reason", "")), self._apikey)
                 raise error_for_code(code, reason, endpoint=endpoint, mobile=masked)
-            return body
+            # Parse inside the attempt: an unreadable result is a TransportError
+            # like an unreadable body, retried and logged as this attempt's error.
+            return parse(body)
         except LookupFailed as exc:
             error = type(exc).__name__
             raise
@@ -303,11 +312,18 @@ def _decode(content: bytes, endpoint: str) -> Mapping[str, Any]:
     return cast("Mapping[str, Any]", body)
 
 
+def _int(value: object) -> int | None:
+    """Return an int or ASCII-digit text as an int, else None (int() takes "٣", "1_0", "²")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
 def _code_of(body: Mapping[str, Any], endpoint: str) -> int:
-    code = body.get("code")
-    if isinstance(code, str) and code.lstrip("-").isdigit() and len(code) < 6:
-        code = int(code)
-    if not isinstance(code, int) or isinstance(code, bool):
+    code = _int(body.get("code"))
+    if code is None:
         raise TransportError(f"{endpoint}: answer has no integer code")
     return code
 
@@ -328,10 +344,9 @@ def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
     res_text = result.get("res")
     if isinstance(res_text, bool) or not isinstance(res_text, (str, int)):
         raise TransportError("/carrier: field res is missing")
-    try:
-        res = int(res_text)
-    except ValueError:
-        raise TransportError(f"/carrier: field res is not a number: {res_text!r}") from None
+    res = _int(res_text)
+    if res is None:
+        raise TransportError(f"/carrier: field res is not a number: {str(res_text)[:20]!r}")
     if res not in _RES_VALUES:
         raise TransportError(f"/carrier: unknown res {res}")
     echoed = result.get("Mobile")
@@ -363,8 +378,7 @@ def _parse_balance(body: Mapping[str, Any]) -> Balance:
         raise TransportError("/balance: field feeType is missing")
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise TransportError("/balance: field balance is missing")
-    try:
-        remaining = int(str(value).strip())
-    except ValueError:
-        raise TransportError(f"/balance: balance is not a number: {str(value)[:20]!r}") from None
+    remaining = _int(value)
+    if remaining is None:
+        raise TransportError(f"/balance: balance is not a number: {str(value)[:20]!r}")
     return Balance(fee_type.strip(), remaining, result)

@@ -21,6 +21,8 @@ def digits(text: object) -> str:
     and full-width characters. Raises InvalidNumber saying what is wrong.
     """
     if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:  # str() would give "-139...", and "-" reads as a separator
+            raise InvalidNumber("not a phone number: negative int", text)
         text = str(text)
     if not isinstance(text, str):
         raise InvalidNumber(f"not a phone number: expected text, got {type(text).__name__}", text)

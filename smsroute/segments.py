@@ -122,7 +122,8 @@ class SegmentTable:
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> SegmentTable:
         """Read a table in the format of the shipped ``segments.tsv``."""
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: Windows editors save the hand-edited table with a BOM.
+        with open(path, encoding="utf-8-sig") as f:
             return cls(_parse(f, str(path)), source=str(path))
 
 

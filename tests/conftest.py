@@ -10,15 +10,6 @@ from tenacity import Retrying
 import smsroute
 import smsroute.segments
 
-# The vendor document's sample key: a real-looking secret that must never leak.
-APIKEY = "7c11272au708345c834b8ue81ac78972"
-
-
-@pytest.fixture
-def apikey() -> str:
-    """Return the secret the leak tests look for."""
-    return APIKEY
-
 
 @pytest.fixture
 def fast_retry() -> Retrying:
