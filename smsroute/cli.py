@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import importlib
 import json
 import logging
 import os
@@ -610,23 +609,19 @@ def _open_cache(args: argparse.Namespace) -> tuple[CacheBackend, Callable[[], No
     if args.no_cache:
         return MemoryCache(), lambda: None
     try:
-        # Imported lazily: sqlite3 is not needed by the rest of the command line.
-        module: Any = importlib.import_module("smsroute.sqlite_cache")
+        # Imported lazily: the other commands need neither sqlite3 nor platformdirs.
+        import sqlite3
+
+        from smsroute.sqlite_cache import SqliteCache, default_cache_path
     except ImportError:
-        _err("note: no persistent cache in this version; answers are kept in memory only")
+        _err("note: no persistent cache available; answers are kept in memory only")
         return MemoryCache(), lambda: None
-    path = Path(args.cache_file) if args.cache_file else Path(module.default_cache_path())
+    path = Path(args.cache_file) if args.cache_file else default_cache_path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        cache = module.SqliteCache(path)
-    except (OSError, SmsRouteError) as exc:
+        cache = SqliteCache(path)
+    except (OSError, sqlite3.Error) as exc:
         raise _Exit(f"cannot open the cache file {path}: {exc}") from None
-    except Exception as exc:  # sqlite3.Error and kin; the module owns its driver
-        if type(exc).__module__.split(".")[0] not in ("sqlite3", "_sqlite3"):
-            raise
-        raise _Exit(f"cannot open the cache file {path}: {exc}") from None
-    close = getattr(cache, "close", None)
-    return cache, (close if callable(close) else lambda: None)
+    return cache, cache.close
 
 
 class _Output:
