@@ -94,7 +94,9 @@ def loads(text: str | bytes) -> int | None:
             return None
     if text == "N":
         return NOT_FOUND
-    if len(text) < 3 or not text[:3].isdigit() or not text.isprintable():
+    head = text[:3]
+    # isascii() too: str.isdigit() accepts "²" and "١", which int() refuses or misreads.
+    if len(text) < 3 or not (head.isascii() and head.isdigit()) or not text.isprintable():
         return None
     res, init, cur = int(text[0]), int(text[1]), int(text[2])
     if res not in (0, 1, 3, 4) or init > 4 or cur > 4:

@@ -76,7 +76,8 @@ class CircuitBreaker:
     * ServiceError/TransportError count; ``threshold`` in a row open it.
     * Unauthorized/BalanceExhausted open it at once for ``hard_cooldown``.
     * Any other outcome (an answer, NumberNotFound, RequestRejected) shows
-      the upstream is healthy and closes the count.
+      the upstream is healthy and resets the count; an open breaker ignores
+      it (a late answer to an old call) and waits for its probe.
     * After the cool-down one caller probes (half-open); success closes it,
       failure opens it again. ``on_alert`` fires once per incident.
     """
@@ -153,17 +154,10 @@ class CircuitBreaker:
             self._probing = False
 
     def success(self) -> None:
-        """Record an answer from a healthy upstream."""
+        """Record an answer from a healthy upstream (while open, only a probe can close it)."""
         if self._state == "closed" and not self._failures:
             return
-        with self._lock:
-            old = self._state
-            self._failures = 0
-            self._probing = False
-            self._state = "closed"
-            self._incident = None
-        if old != "closed":
-            self._notify(old, "closed", "probe succeeded")
+        self._close("probe succeeded", force=False)
 
     def failure(self, exc: BaseException) -> None:
         """Record a failed call; decides whether the breaker opens."""
@@ -177,7 +171,22 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         """Close the breaker by hand (e.g. after topping up the account)."""
-        self.success()
+        self._close("reset by hand", force=True)
+
+    def _close(self, reason: str, *, force: bool) -> None:
+        with self._lock:
+            old = self._state
+            if old == "open" and not force:
+                # An answer to a call sent before the breaker opened proves
+                # nothing (and would end the incident, so the next failure
+                # alerts again): only the half-open probe may close it.
+                return
+            self._failures = 0
+            self._probing = False
+            self._state = "closed"
+            self._incident = None
+        if old != "closed":
+            self._notify(old, "closed", reason)
 
     def _open(self, kind: str, exc: BaseException, cooldown: float, *, force: bool) -> None:
         alert = None

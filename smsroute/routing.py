@@ -239,15 +239,14 @@ class Router:
             raise ConfigurationError("deadline must be a positive number of seconds")
         self._client = client
         self._gateways = self._read_gateways(gateways)
+        # answer code -> (operator, gateway, routable, hit counter); see _memoize().
+        self._memo: dict[int, tuple[Carrier | None, Any, bool, Callable[[], int]]] = {}
         self.default = default
         self.virtual = virtual
-        if virtual not in ("host", "reject") and virtual not in self._gateways:
-            raise ConfigurationError(
-                f"virtual={virtual!r}: not 'host', 'reject' or a key of gateways"
-            )
-        self.rules: tuple[Rule, ...] = tuple(rules or ())
+        self.rules = tuple(rules or ())
         self.deadline = float(deadline)
-        self._cache: CacheBackend = cache if cache is not None else MemoryCache()
+        # The default cache keeps time on the router's clock, like the breaker.
+        self._cache: CacheBackend = cache if cache is not None else MemoryCache(timer=clock)
         self._clock = clock
         self._segments = segments
         self._on_alert = on_alert
@@ -259,8 +258,6 @@ class Router:
         self.breaker = breaker
         self._flights: SingleFlight[tuple[CarrierInfo | None, int, Source]] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
-        # answer code -> (operator, gateway, routable, hit counter); see _memoize().
-        self._memo: dict[int, tuple[Carrier | None, Any, bool, Callable[[], int]]] = {}
         self._budgeted = _accepts_timeout(client)
         self._counts = {name: _Counter() for name in ("upstream_calls", "coalesced")}
         # Decisions counted by (source, operator): a hit bumps the counter its
@@ -277,6 +274,43 @@ class Router:
         self._lock = threading.Lock()
         self._errors: dict[str, int] = {}
         self._reasons: dict[str, int] = {}
+
+    # Routes are memoised per answer code, so every setting _pick() reads is a
+    # property whose setter forgets the memo: a change applies to cached answers too.
+
+    @property
+    def default(self) -> Any:
+        """Return the gateway for an operator with no gateway of its own (None: NoRoute)."""
+        return self._default
+
+    @default.setter
+    def default(self, gateway: Any) -> None:
+        self._default = gateway
+        self._memo.clear()
+
+    @property
+    def virtual(self) -> str:
+        """Return the virtual-operator policy: ``"host"``, ``"reject"`` or a gateway key."""
+        return self._virtual
+
+    @virtual.setter
+    def virtual(self, policy: str) -> None:
+        if policy not in ("host", "reject") and policy not in self._gateways:
+            raise ConfigurationError(
+                f"virtual={policy!r}: not 'host', 'reject' or a key of gateways"
+            )
+        self._virtual = policy
+        self._memo.clear()
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Return the routing rules, tried in order before the operator's gateway."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: Iterable[Rule]) -> None:
+        self._rules = tuple(rules)
+        self._memo.clear()
 
     @staticmethod
     def _read_gateways(gateways: Mapping[Carrier | str, Any]) -> dict[Carrier | str, Any]:
@@ -463,11 +497,23 @@ class Router:
             self.breaker.failure(exc)
             self._count_error(str(getattr(exc, "code", type(exc).__name__)), exc)
             raise
+        except InvalidNumber as exc:
+            # The client refused the number before asking (its segment table is
+            # older than the router's): no call was made, the upstream is not at
+            # fault, so the breaker only gets its probe back.
+            self.breaker.release()
+            self._count_error("InvalidNumber", exc)
+            raise TransportError(f"the client refused the number: {exc}") from exc
         except Exception as exc:
             err = TransportError(f"the client raised {type(exc).__name__}")
             self.breaker.failure(err)
             self._count_error(type(exc).__name__, exc)
             raise err from exc
+        except BaseException:
+            # Cancelled mid-call (KeyboardInterrupt, a green-thread timeout): give
+            # back a half-open probe, or the breaker would wait for it forever.
+            self.breaker.release()
+            raise
         self.breaker.success()
         answer = codec.encode(info)
         self._cache_set(mobile, answer)
