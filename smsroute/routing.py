@@ -420,14 +420,14 @@ class Router:
             if not flight.wait(max(0.0, end - self._clock())):
                 return self._fallback(mobile, stale, "deadline: another lookup of it is slow")
             if flight.result is None:
-                return self._fallback(mobile, stale, _reason(flight.error))
+                return self._fallback(mobile, _usable(stale, flight.error), _reason(flight.error))
             outcome = flight.result
         else:
             try:
                 outcome = self._lead(mobile, end)
             except LookupFailed as exc:
                 flight.finish(error=exc)
-                return self._fallback(mobile, stale, _reason(exc))
+                return self._fallback(mobile, _usable(stale, exc), _reason(exc))
             except BaseException as exc:
                 flight.finish(error=exc)
                 raise
@@ -720,6 +720,14 @@ def _size(cache: object) -> int | None:
         return len(cache)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def _usable(stale: tuple[int, bool] | None, exc: BaseException | None) -> tuple[int, bool] | None:
+    # "Not found" (-4) is an answer, and it replaced the stale entry in the
+    # cache: serving the stale answer now would send the next message
+    # elsewhere. A number the vendor no longer knows was likely cancelled and
+    # reissued, back on its original operator, so the segment table is the guess.
+    return None if isinstance(exc, NumberNotFound) else stale
 
 
 def _reason(exc: BaseException | None) -> str:
