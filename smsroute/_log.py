@@ -43,11 +43,13 @@ def get_logger(name: str = "smsroute") -> Any:
 
 
 _APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"]+", re.IGNORECASE)
+_MOBILE_RE = re.compile(r"(mobile=1[0-9]{2})[0-9]{4}([0-9]{4})\b")
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Return text with ``apikey=...`` query values (and the secret itself) masked."""
+    """Return text with ``apikey=...`` values (and the secret) masked, ``mobile=`` numbers too."""
     text = _APIKEY_RE.sub(r"\1***", text)
+    text = _MOBILE_RE.sub(r"\1****\2", text)
     if secret:
         text = text.replace(secret, "***")
     return text

@@ -242,18 +242,21 @@ class CarrierClient:
             resp = self._session.send(prepared, timeout=timeout, allow_redirects=False)
             content = resp.content
             status = resp.status_code
+            failure = None
         except requests.Timeout as exc:
-            raise TransportError(
-                f"{endpoint}: timed out ({_describe(exc, self._apikey)})"
-            ) from None
+            failure = f"{endpoint}: timed out ({_describe(exc, self._apikey)})"
         except requests.RequestException as exc:
-            # `from None`: the cause's message carries the URL, apikey included for GET.
-            raise TransportError(f"{endpoint}: {_describe(exc, self._apikey)}") from None
+            failure = f"{endpoint}: {_describe(exc, self._apikey)}"
+        if failure is not None:
+            # Raised outside the except block, so that the requests exception is
+            # not even the suppressed __context__: its message carries the URL,
+            # apikey included for GET.
+            raise TransportError(failure)
         if status != 200:
             raise TransportError(f"{endpoint}: HTTP {status}")
         if len(content) > MAX_BODY:
             raise TransportError(f"{endpoint}: body of {len(content)} bytes is not an answer")
-        return _decode(content, endpoint)
+        return _decode(content, endpoint, self._apikey)
 
     # -- variants -----------------------------------------------------------
 
@@ -293,18 +296,23 @@ def _describe(exc: BaseException, apikey: str) -> str:
     return f"{type(exc).__name__}: {redact(text, apikey)}" if text else type(exc).__name__
 
 
-def _decode(content: bytes, endpoint: str) -> Mapping[str, Any]:
+def _decode(content: bytes, endpoint: str, apikey: str) -> Mapping[str, Any]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise TransportError(f"{endpoint}: body is not UTF-8") from None
+    if apikey in text:
+        # A vendor that echoes the key (in a reason, an error page) must not
+        # put it into our messages: mask it before anything reads the body.
+        text = text.replace(apikey, "***")
     try:
         body = json.loads(text)
     except ValueError:
         try:
             body = json.loads(_TRAILING_COMMA.sub(r"\1", text))
         except (ValueError, RecursionError):
-            raise TransportError(f"{endpoint}: body is not JSON: {text[:40]!r}") from None
+            snippet = redact(text[:200])[:40]
+            raise TransportError(f"{endpoint}: body is not JSON: {snippet!r}") from None
     except RecursionError:
         raise TransportError(f"{endpoint}: body is nested too deeply") from None
     if not isinstance(body, dict):
