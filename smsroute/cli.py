@@ -683,12 +683,15 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
 class _Progress:
     """A progress bar on stderr once a run takes over a second: tqdm if installed."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(
+        self, total: int, enabled: bool, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._bar: Any = None
         self._enabled = enabled
         self._total = total
         self._done = 0
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._last = self._started
         if not enabled:
             return
@@ -706,7 +709,7 @@ class _Progress:
             return
         if not self._enabled:
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._started >= 1.0 and now - self._last >= 2.0:
             self._last = now
             share = 100.0 * self._done / self._total if self._total else 100.0
@@ -776,7 +779,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
-            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
+            # Lookups in flight are already paid: let them land in the cache
+            # (each is bounded by the deadline) before it is closed.
+            pool.shutdown(wait=True, cancel_futures=True)
             progress.close()
             out.flush()
     finally:

@@ -15,7 +15,7 @@ import pytest
 import smsroute
 from smsroute import cli
 from smsroute.routing import Router
-from smsroute.testing import DOC_NUMBER, FakeCarrierServer
+from smsroute.testing import DOC_NUMBER, FakeCarrierServer, FakeClock
 
 PLAIN = "13800138000"  # 移动; pinned as not ported below
 VIRTUAL = "17091234567"  # 1709: a virtual operator on 联通's network
@@ -289,6 +289,23 @@ def test_route_usage_errors_exit_2(server, tmp_path, capsys):
     assert err.count("\n") == 1
     assert "--concurrency: must be at least 1" in err
     assert server.paid == 0
+
+
+def test_progress_without_tqdm_prints_a_periodic_line(monkeypatch, capsys):
+    """Without tqdm the progress is a line on stderr every two seconds once a run is long."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    clock = FakeClock()
+    progress = cli._Progress(10, True, clock=clock)
+    progress.update()  # at once: too early to say anything
+    clock.advance(2.5)
+    progress.update()
+    progress.update()  # within two seconds of the last line
+    clock.advance(2.0)
+    progress.update()
+    progress.close()
+    assert capsys.readouterr().err == (
+        "smsroute: 2/10 numbers routed (20%)\nsmsroute: 4/10 numbers routed (40%)\n"
+    )
 
 
 def test_verbose_logs_debug_events_and_cleans_up(server, capsys):
