@@ -455,7 +455,9 @@ class Router:
                     hit = shared.wait(mobile, max(0.0, end - self._clock()))
                 except Exception as exc:  # noqa: BLE001
                     self._count_error("cache", exc)
-                if hit is not None:
+                # Only a fresh answer is the holder's: a stale one was there
+                # before (it is why this is a miss) and is served as "stale".
+                if hit is not None and hit[1]:
                     if codec.is_negative(hit[0]):
                         raise NumberNotFound(-4, "not found (answered to another worker)")
                     return None, hit[0], "cache"
