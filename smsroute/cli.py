@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 status: int = args.func(args)
             finally:
                 for w in caught:
-                    _err(f"warning: {w.message}")
+                    _err(f"warning: {str(w.message).removeprefix('smsroute: ')}")
         return status
     except _Exit as exc:
         _err(str(exc))
@@ -721,12 +721,8 @@ class _Progress:
             self._bar.close()
 
 
-def cmd_route(args: argparse.Namespace) -> int:
-    """Route every number of a file: one output row per unique valid number."""
-    started = time.monotonic()
-    summary = _RouteSummary()
-    gateways, virtual = _gateways(args)
-    client = _client(args, pool_maxsize=max(32, args.concurrency))
+def _collect(args: argparse.Namespace, summary: _RouteSummary) -> tuple[list[str], dict[str, int]]:
+    """Return the unique valid numbers in input order and the line each first appeared on."""
     first_line: dict[str, int] = {}
     unique: list[str] = []
     for lineno, text in _read_numbers(args):
@@ -741,8 +737,15 @@ def cmd_route(args: argparse.Namespace) -> int:
             continue
         first_line[mobile] = lineno
         unique.append(mobile)
-    summary.unique = len(unique)
+    return unique, first_line
 
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Route every number of a file: one output row per unique valid number."""
+    started = time.monotonic()
+    summary = _RouteSummary()
+    gateways, virtual = _gateways(args)
+    target = "stdout" if args.output in (None, "-") else args.output
     hard = threading.Event()
 
     def on_alert(alert: Alert) -> None:
@@ -750,32 +753,35 @@ def cmd_route(args: argparse.Namespace) -> int:
             summary.alert = alert
             hard.set()
 
-    cache, close_cache = _open_cache(args)
-    router = Router(
-        client,
-        gateways,
-        default=args.default_gateway,
-        cache=cache,
-        virtual=virtual,
-        deadline=args.deadline,
-        on_alert=on_alert,
-    )
-    target = args.output or "stdout"
-    try:
-        stream: TextIO = (
-            sys.stdout
-            if args.output in (None, "-")
-            else open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    with contextlib.ExitStack() as stack:  # closed last-opened first
+        client = _client(args, pool_maxsize=max(32, args.concurrency))
+        stack.callback(client.close)
+        unique, first_line = _collect(args, summary)
+        summary.unique = len(unique)
+        cache, close_cache = _open_cache(args)
+        stack.callback(close_cache)
+        router = Router(
+            client,
+            gateways,
+            default=args.default_gateway,
+            cache=cache,
+            virtual=virtual,
+            deadline=args.deadline,
+            on_alert=on_alert,
         )
-    except OSError as exc:
-        close_cache()
-        raise _Exit(f"cannot write {args.output}: {exc.strerror or exc}", EXIT_USAGE) from None
-    progress = _Progress(len(unique), sys.stderr.isatty() and not args.no_progress)
-    pool = ThreadPoolExecutor(args.concurrency, thread_name_prefix="smsroute-cli")
-    try:
+        stream = sys.stdout
+        if target != "stdout":
+            try:
+                stream = stack.enter_context(open(target, "w", encoding="utf-8", newline=""))
+            except OSError as exc:
+                raise _Exit(f"cannot write {target}: {exc.strerror or exc}", EXIT_USAGE) from None
         out = _Output(stream, args.format)
+        progress = _Progress(len(unique), sys.stderr.isatty() and not args.no_progress)
+        pool = ThreadPoolExecutor(args.concurrency, thread_name_prefix="smsroute-cli")
         try:
-            _route_all(router, unique, first_line, pool, out, progress, summary, hard)
+            _route_all(
+                router, unique, first_line, pool, args.concurrency * 4, out, progress, summary, hard
+            )
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -784,12 +790,8 @@ def cmd_route(args: argparse.Namespace) -> int:
             pool.shutdown(wait=True, cancel_futures=True)
             progress.close()
             out.flush()
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
-        client.close()
-        close_cache()
-    _print_summary(summary, router.stats(), args.file, target, time.monotonic() - started)
+        stats = router.stats()
+    _print_summary(summary, stats, args.file, target, time.monotonic() - started)
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.alert is not None or summary.no_route:
@@ -802,15 +804,16 @@ def _route_all(
     unique: list[str],
     first_line: dict[str, int],
     pool: ThreadPoolExecutor,
+    limit: int,
     out: _Output,
     progress: _Progress,
     summary: _RouteSummary,
     hard: threading.Event,
 ) -> None:
     """Route on the pool, writing rows in input order as they complete."""
+    # At most ``limit`` lookups submitted ahead of the row being written: memory
+    # stays flat on a long list while the pool stays busy.
     window: deque[tuple[str, Future[Decision]]] = deque()
-    # A bounded window keeps memory flat on a long list while the pool stays busy.
-    limit = pool._max_workers * 4
 
     def drain_one() -> None:
         mobile, future = window.popleft()

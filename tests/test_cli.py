@@ -252,6 +252,21 @@ def test_route_stops_on_a_rejected_apikey(server, numbers_txt, capsys):
     assert len(server.requests) == 1
 
 
+def test_route_number_of_no_operator_needs_a_default_gateway(server, tmp_path, capsys):
+    """A number of no known operator is listed as 'no gateway' (exit 1) unless a default is set."""
+    source = tmp_path / "sat.txt"
+    source.write_text(f"{PLAIN}\n17406123456\n", encoding="utf-8")  # 17406: an emergency satellite
+    assert cli.main(["route", str(source), "--no-cache"]) == 1
+    captured = capsys.readouterr()
+    assert [r["number"] for r in rows_of(captured.out)] == [PLAIN]
+    assert "no gateway: 1" in captured.err
+    assert "line 2: '17406123456'" in captured.err
+    argv = ["route", str(source), "--no-cache", "--default-gateway", "other"]
+    assert cli.main(argv) == 0
+    rows = rows_of(capsys.readouterr().out)
+    assert (rows[1]["gateway"], rows[1]["current"], rows[1]["source"]) == ("other", "", "fallback")
+
+
 def test_route_keyboard_interrupt_keeps_written_rows(server, tmp_path, monkeypatch, capsys):
     """Ctrl-C after some rows keeps them in the output file, prints the summary and exits 130."""
     source = tmp_path / "many.txt"
