@@ -20,7 +20,13 @@ from urllib.parse import urlencode, urlsplit
 import requests
 import requests.adapters
 import requests.utils
-from tenacity import Retrying, retry_if_exception_type, stop_any, stop_before_delay
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_any,
+    stop_before_delay,
+)
 from tenacity.stop import stop_base
 
 from smsroute._log import get_logger, install_urllib3_redaction, redact
@@ -166,10 +172,21 @@ class CarrierClient:
         timeout: float | None,
         parse: Callable[[Mapping[str, Any]], _T],
     ) -> _T:
-        deadline = None if timeout is None else self._clock() + timeout
+        deadline: float | None = None
         retrying = self._retrying
         if timeout is not None:
-            stop = stop_any(cast("stop_base", retrying.stop), stop_before_delay(timeout))
+            end = deadline = self._clock() + timeout
+
+            def out_of_time(state: RetryCallState) -> bool:
+                # On the client's clock, so that the vendor's last error is what
+                # surfaces, not a "no time left" attempt that never went out.
+                return self._clock() + state.upcoming_sleep >= end
+
+            stop = stop_any(
+                cast("stop_base", retrying.stop),
+                stop_before_delay(timeout),
+                cast("stop_base", out_of_time),
+            )
             retrying = retrying.copy(stop=stop)
         masked = mask(mobile) if mobile else ""
         attempt = 0

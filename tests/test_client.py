@@ -455,7 +455,7 @@ def test_retry_waits_are_jittered_and_short(rsps):
 
 
 def test_total_budget_with_fake_clock(rsps):
-    """lookup(timeout=...) caps each attempt's timeout and stops calling once it is spent."""
+    """lookup(timeout=...) caps each attempt and stops when spent, raising the last error."""
     now = [100.0]
 
     def slow_failure(request):
@@ -464,7 +464,8 @@ def test_total_budget_with_fake_clock(rsps):
 
     rsps.add_callback(responses.POST, CARRIER_URL, callback=slow_failure)
     retry = smsroute.default_retrying(attempts=10, budget=100.0, sleep=lambda _s: None)
-    with CarrierClient(APIKEY, retry=retry, clock=lambda: now[0]) as c, pytest.raises(LookupFailed):
+    client = CarrierClient(APIKEY, retry=retry, clock=lambda: now[0])
+    with client as c, pytest.raises(ServiceError):  # not "no time left"
         c.lookup(NUMBER, timeout=2.5)
     timeouts = [call.request.req_kwargs["timeout"] for call in rsps.calls]
     assert timeouts == [(2.0, 2.5), (1.5, 1.5), (0.5, 0.5)]
@@ -482,8 +483,8 @@ def test_total_budget_in_real_time(rsps):
     started = time.monotonic()
     with CarrierClient(APIKEY, retry=retry) as c, pytest.raises(LookupFailed):
         c.lookup(NUMBER, timeout=0.2)
-    assert time.monotonic() - started < 0.5
-    assert 2 <= len(rsps.calls) <= 5
+    assert time.monotonic() - started < 1.0
+    assert 1 <= len(rsps.calls) <= 5
 
 
 def test_invalid_number_spends_nothing(rsps, client):

@@ -304,6 +304,8 @@ except smsroute.LookupFailed:
 else:
     raise SystemExit("lookup against a closed port succeeded")
 client.close()
+from smsroute._log import get_logger
+get_logger().warning("test.incident", detail=1)  # warnings too stay with the host's config
 """
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
