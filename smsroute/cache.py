@@ -17,6 +17,7 @@ Default TTLs, and why:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -40,8 +41,11 @@ class CachePolicy:
 
     def __post_init__(self) -> None:
         for name in ("ttl", "negative_ttl", "stale_ttl"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
+            value = getattr(self, name)
+            # Not infinite or NaN either: expiry times are stored as whole
+            # seconds, and a set() that cannot store would silently cache nothing.
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds, not negative")
 
     def ttl_for(self, answer: int) -> float:
         """Return how long ``answer`` stays fresh."""

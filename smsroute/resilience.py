@@ -15,13 +15,20 @@ from typing import Final, Literal, Protocol
 
 from tenacity import (
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
 
-from smsroute.errors import BalanceExhausted, ServiceError, TransportError, Unauthorized
+from smsroute.errors import (
+    ApiError,
+    BalanceExhausted,
+    CircuitOpen,
+    ServiceError,
+    TransportError,
+    Unauthorized,
+)
 
 __all__ = [
     "RETRYABLE",
@@ -30,6 +37,7 @@ __all__ = [
     "CircuitBreaker",
     "State",
     "default_retrying",
+    "is_retryable",
 ]
 
 RETRYABLE: Final = (ServiceError, TransportError)
@@ -39,6 +47,11 @@ HARD: Final = (Unauthorized, BalanceExhausted)
 State = Literal["closed", "open", "half-open"]
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Return True for errors worth another paid attempt: ServiceError, most TransportErrors."""
+    return isinstance(exc, RETRYABLE) and getattr(exc, "retryable", True)
+
+
 def default_retrying(
     *, attempts: int = 3, budget: float = 5.0, sleep: Callable[[float], None] = time.sleep
 ) -> Retrying:
@@ -46,7 +59,7 @@ def default_retrying(
     return Retrying(
         stop=stop_after_attempt(attempts) | stop_after_delay(budget),
         wait=wait_random_exponential(multiplier=0.05, max=1.0),
-        retry=retry_if_exception_type(RETRYABLE),
+        retry=retry_if_exception(is_retryable),
         reraise=True,
         sleep=sleep,
     )
@@ -73,7 +86,9 @@ class BreakerListener(Protocol):
 class CircuitBreaker:
     """Consecutive-failure breaker with a cool-down and a single half-open probe.
 
-    * ServiceError/TransportError count; ``threshold`` in a row open it.
+    * ServiceError/TransportError (and any other failure that is no answer)
+      count; ``threshold`` in a row open it. CircuitOpen from an inner
+      breaker counts for nothing: no call was made.
     * Unauthorized/BalanceExhausted open it at once for ``hard_cooldown``.
     * Any other outcome (an answer, NumberNotFound, RequestRejected) shows
       the upstream is healthy and resets the count; an open breaker ignores
@@ -164,10 +179,14 @@ class CircuitBreaker:
         if isinstance(exc, HARD):
             kind = "unauthorized" if isinstance(exc, Unauthorized) else "balance_exhausted"
             self._open(kind, exc, self.hard_cooldown, force=True)
-        elif isinstance(exc, RETRYABLE):
-            self._open("upstream_down", exc, self.cooldown, force=False)
-        else:
+        elif isinstance(exc, ApiError) and not isinstance(exc, RETRYABLE):
             self.success()  # the upstream answered: a caller's problem, not an outage
+        elif isinstance(exc, CircuitOpen):
+            self.release()  # an inner breaker refused: no call was made, nothing learnt
+        else:
+            # ServiceError, TransportError, or anything else that is no answer
+            # (a bare LookupFailed from a user's client): the upstream is not answering.
+            self._open("upstream_down", exc, self.cooldown, force=False)
 
     def reset(self) -> None:
         """Close the breaker by hand (e.g. after topping up the account)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import random
 import threading
 import tracemalloc
@@ -248,6 +249,16 @@ def test_negative_durations_are_refused(field):
         CachePolicy(**{field: -1.0})
     with pytest.raises(ValueError, match=field):
         MemoryCache(**{field: -1.0})
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+@pytest.mark.parametrize("field", ["ttl", "negative_ttl", "stale_ttl"])
+def test_non_finite_durations_are_refused(field, value):
+    """An infinite or NaN duration is refused up front, not met later by a set() that fails."""
+    with pytest.raises(ValueError, match=field):
+        CachePolicy(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        MemoryCache(**{field: value})
 
 
 def test_maxsize_must_be_positive():

@@ -23,7 +23,9 @@ from smsroute.cache import MemoryCache
 from smsroute.client import CarrierClient
 from smsroute.errors import (
     BalanceExhausted,
+    CircuitOpen,
     InvalidNumber,
+    LookupFailed,
     NumberNotFound,
     RequestRejected,
     ServiceError,
@@ -226,6 +228,31 @@ def test_caller_errors_never_open(clock, error):
     b2.failure(api_error(-8))
     assert b2.state == "closed"
     assert alerts == []
+
+
+def test_inner_circuit_open_counts_for_nothing(clock):
+    """CircuitOpen from a client's own breaker neither opens, nor resets, nor keeps a probe."""
+    b = breaker(clock)
+    b.failure(api_error(-8))
+    b.failure(api_error(-8))
+    for _ in range(10):
+        b.failure(CircuitOpen("inner breaker"))
+    assert (b.state, b.failures) == ("closed", 2)
+    b.failure(api_error(-8))
+    assert b.state == "open"
+    clock.advance(10.0)
+    assert b.allow()
+    b.failure(CircuitOpen("inner breaker"))  # the probe made no call
+    assert b.state == "half-open"
+    assert b.allow()
+
+
+def test_bare_lookup_failed_is_an_outage(clock):
+    """A failure that is no vendor answer (a bare LookupFailed) counts toward opening."""
+    b = breaker(clock)
+    for _ in range(3):
+        b.failure(LookupFailed("my client gave up"))
+    assert b.state == "open"
 
 
 def test_upstream_down_alerts_once(clock):
