@@ -323,10 +323,10 @@ def _decode(content: bytes, endpoint: str, apikey: str) -> Mapping[str, Any]:
         # put it into our messages: mask it before anything reads the body.
         text = text.replace(apikey, "***")
     try:
-        body = json.loads(text)
+        body = json.loads(text, object_pairs_hook=_unique)
     except ValueError:
         try:
-            body = json.loads(_TRAILING_COMMA.sub(r"\1", text))
+            body = json.loads(_TRAILING_COMMA.sub(r"\1", text), object_pairs_hook=_unique)
         except (ValueError, RecursionError):
             snippet = redact(text[:200])[:40]
             raise TransportError(f"{endpoint}: body is not JSON: {snippet!r}") from None
@@ -335,6 +335,15 @@ def _decode(content: bytes, endpoint: str, apikey: str) -> Mapping[str, Any]:
     if not isinstance(body, dict):
         raise TransportError(f"{endpoint}: body is not a JSON object")
     return cast("Mapping[str, Any]", body)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of a repeated key: "code" -8 then 0, or two
+    # different Now_isp, is an ambiguous answer and must not be cached.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key is repeated")
+    return obj
 
 
 def _int(value: object) -> int | None:
@@ -390,6 +399,10 @@ def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
     area = _text(result, "Area", required=False)
     if len(area) > 64:
         raise TransportError("/carrier: field Area is too long")
+    if not area.isprintable():
+        # Control characters or lone surrogates: the shared caches' text form
+        # (codec.dumps/loads) refuses them, so such an answer could never be kept.
+        raise TransportError("/carrier: field Area is not printable text")
     return CarrierInfo(mobile, res, area, initial, current, result)
 
 
