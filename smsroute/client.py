@@ -23,7 +23,7 @@ import requests.utils
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_any,
     stop_before_delay,
 )
@@ -35,7 +35,7 @@ from smsroute.carrier import Carrier
 from smsroute.errors import ConfigurationError, LookupFailed, TransportError, error_for_code
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import mask, normalize
-from smsroute.resilience import RETRYABLE, default_retrying
+from smsroute.resilience import default_retrying, is_retryable
 
 __all__ = ["DEFAULT_BASE_URL", "CarrierClient"]
 
@@ -117,7 +117,7 @@ class CarrierClient:
         self._templates = {path: self._template(path) for path in self._urls}
         base = retry if retry is not None else default_retrying()
         # Never retry a caller's or an account's problem, whatever policy is passed in.
-        self._retrying = base.copy(retry=retry_if_exception_type(RETRYABLE) & base.retry)
+        self._retrying = base.copy(retry=retry_if_exception(is_retryable) & base.retry)
         self._closed = False
         self._lock = threading.Lock()
         if method == "GET":
@@ -220,9 +220,15 @@ class CarrierClient:
             if code != 0:
                 reason = redact(str(body.get("reason", "")), self._apikey)
                 raise error_for_code(code, reason, endpoint=endpoint, mobile=masked)
-            # Parse inside the attempt: an unreadable result is a TransportError
-            # like an unreadable body, retried and logged as this attempt's error.
-            return parse(body)
+            # Parse inside the attempt, so that an unreadable result is logged as
+            # this attempt's error. An unreadable /carrier result is not retried:
+            # the vendor answered code 0 and charged for it, and asking again
+            # would pay again for the same answer. (/balance is free: retried.)
+            try:
+                return parse(body)
+            except TransportError as exc:
+                exc.retryable = endpoint != "/carrier"
+                raise
         except LookupFailed as exc:
             error = type(exc).__name__
             raise

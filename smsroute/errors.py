@@ -106,6 +106,9 @@ class ServiceError(ApiError):
 class TransportError(LookupFailed):
     """Timeout, connection failure, HTTP 5xx or a body that cannot be read."""
 
+    retryable: bool = True
+    """False for a code-0 answer that could not be read: asking again would pay again."""
+
 
 class CircuitOpen(LookupFailed):
     """The circuit breaker is open: no upstream call was made."""
