@@ -276,7 +276,9 @@ class Router:
         self._reasons: dict[str, int] = {}
 
     # Routes are memoised per answer code, so every setting _pick() reads is a
-    # property whose setter forgets the memo: a change applies to cached answers too.
+    # property whose setter starts a new memo: a change applies to cached
+    # answers too. A new table, not clear(): a _memoize() racing the setter
+    # then stores its outdated route in the table nobody reads any more.
 
     @property
     def default(self) -> Any:
@@ -286,7 +288,7 @@ class Router:
     @default.setter
     def default(self, gateway: Any) -> None:
         self._default = gateway
-        self._memo.clear()
+        self._memo = {}
 
     @property
     def virtual(self) -> str:
@@ -300,7 +302,7 @@ class Router:
                 f"virtual={policy!r}: not 'host', 'reject' or a key of gateways"
             )
         self._virtual = policy
-        self._memo.clear()
+        self._memo = {}
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -310,7 +312,7 @@ class Router:
     @rules.setter
     def rules(self, rules: Iterable[Rule]) -> None:
         self._rules = tuple(rules)
-        self._memo.clear()
+        self._memo = {}
 
     @staticmethod
     def _read_gateways(gateways: Mapping[Carrier | str, Any]) -> dict[Carrier | str, Any]:
@@ -379,6 +381,7 @@ class Router:
     def _memoize(self, answer: int) -> tuple[Carrier | None, Any, bool, Callable[[], int]]:
         # Routing depends only on the answer code, so the rules run once per
         # distinct (operator, province, port, virtual) and hits reuse it.
+        table = self._memo  # read once: see the settings properties
         current, _initial, res, area = codec.fields(answer)
         try:
             gateway = self._pick(
@@ -386,11 +389,11 @@ class Router:
             )
         except NoRoute as exc:
             gateway = _NoRouteMarker(str(exc))
-        if len(self._memo) > 65536:
-            self._memo.clear()  # bounded; junk areas must not grow it forever
+        if len(table) > 65536:
+            table.clear()  # bounded; junk areas must not grow it forever
         routable = type(gateway) is not _NoRouteMarker
         memo = (current, gateway, routable, self._by["cache", current].bump)
-        self._memo[answer] = memo
+        table[answer] = memo
         return memo
 
     def _pick(
@@ -456,7 +459,7 @@ class Router:
                 except Exception as exc:  # noqa: BLE001
                     self._count_error("cache", exc)
                 # Only a fresh answer is the holder's: a stale one was there
-                # before (it is why this is a miss) and is served as "stale".
+                # before (it is why this is a miss), so ask or fall back to it.
                 if hit is not None and hit[1]:
                     if codec.is_negative(hit[0]):
                         raise NumberNotFound(-4, "not found (answered to another worker)")

@@ -566,3 +566,23 @@ def test_virtual_setter_validates(cache, clock):
     with pytest.raises(ConfigurationError):
         router.virtual = "mvno"
     assert router.virtual == "host"
+
+
+def test_route_picked_during_a_settings_change_is_not_kept(cache, clock):
+    """A route chosen under the old rules while they are replaced is not memoised for later."""
+    client = FakeClient({MOBILE_NO: info(MOBILE_NO, "移动")})
+    router = make_router(client, cache, clock)
+
+    class RacingRule:
+        """A rule whose check runs while another thread replaces the rules."""
+
+        gateway = "old-rule"
+
+        def matches(self, *facts):
+            router.rules = []
+            return True
+
+    router.rules = [RacingRule()]  # type: ignore[list-item]
+    assert router.route(MOBILE_NO).gateway == "old-rule"  # picked under the old rules
+    assert router.route(MOBILE_NO).gateway == "gw-mobile"
+    assert router.route(MOBILE_NO).gateway == "gw-mobile"
