@@ -333,7 +333,7 @@ def _charged_answer(body: bytes) -> bool:
         parsed = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         return False
-    return isinstance(parsed, dict) and parsed.get("code") == 0
+    return isinstance(parsed, dict) and type(parsed.get("code")) is int and parsed["code"] == 0
 
 
 @pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
