@@ -110,8 +110,16 @@ class Decision:
     __hash__ = None  # type: ignore[assignment]
 
 
+# Official names of the autonomous regions and SARs, which end in neither 省 nor 市.
+_REGION_SUFFIXES: Final = ("壮族自治区", "回族自治区", "维吾尔自治区", "自治区", "特别行政区")
+
+
 def _province(text: str) -> str:
-    return text.strip().removesuffix("省").removesuffix("市")
+    text = text.strip().removesuffix("省").removesuffix("市")
+    for suffix in _REGION_SUFFIXES:
+        if text.endswith(suffix) and len(text) > len(suffix):
+            return text[: -len(suffix)]
+    return text
 
 
 @dataclass(frozen=True, slots=True)

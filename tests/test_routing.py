@@ -257,6 +257,24 @@ def test_rule_province_ignores_sheng_suffix(cache, clock):
     assert router.route(UNICOM_NO).gateway == "gw-telecom"
 
 
+@pytest.mark.parametrize(
+    ("written", "area"),
+    [
+        ("广西壮族自治区", "广西-南宁"),
+        ("内蒙古自治区", "内蒙古-呼和浩特"),
+        ("新疆维吾尔自治区", "新疆-乌鲁木齐"),
+        ("宁夏回族自治区", "宁夏-银川"),
+        ("西藏", "西藏自治区-拉萨"),
+        ("北京市", "北京-北京"),
+    ],
+)
+def test_rule_province_reads_official_region_names(cache, clock, written, area):
+    """A rule naming a region by its official name matches the vendor's short form, and back."""
+    client = FakeClient({MOBILE_NO: info(MOBILE_NO, "移动", area=area)})
+    router = make_router(client, cache, clock, rules=[Rule("region", province=written)])
+    assert router.route(MOBILE_NO).gateway == "region"
+
+
 def test_rule_carrier_collection(cache, clock):
     """A rule's carrier may be a collection of operators."""
     router = make_router(rules_client(), cache, clock, rules=[Rule("mu", carrier=["移动", U])])
