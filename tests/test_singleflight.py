@@ -11,6 +11,7 @@ from _fakes import (
     MOBILE_NO,
     UNICOM_NO,
     BlockingClient,
+    BudgetedClient,
     FakeClient,
     M,
     SharedCache,
@@ -240,6 +241,21 @@ def test_holder_too_slow_falls_back_without_a_query(clock):
     assert (d.source, d.carrier) == ("fallback", M)
     assert "deadline" in (d.reason or "")
     assert client.calls == []
+
+
+def test_asking_after_a_wait_gets_what_is_left_of_the_deadline(clock):
+    """After waiting in vain for another worker, the client's timeout is the remaining budget."""
+
+    class PartWait(SharedCache):
+        def wait(self, number, timeout):
+            clock.advance(0.3)
+            return super().wait(number, timeout)  # no other answer: None
+
+    cache = PartWait(timer=clock, claims=False)
+    client = BudgetedClient({MOBILE_NO: info(MOBILE_NO, "电信")})
+    d = shared_router(cache, clock, client).route(MOBILE_NO)  # deadline 0.5
+    assert d.source == "upstream"
+    assert client.timeouts == [pytest.approx(0.2)]
 
 
 def test_stale_entry_is_not_the_holders_answer(clock):
