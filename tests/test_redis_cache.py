@@ -1,0 +1,647 @@
+"""Tests for RedisCache on a real redis-server: contract, tiers, outages, fleet single-flight."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from _fakes import MOBILE_NO, TELECOM_NO
+from redis_server import INSTALL_HINT, RedisServer, find_redis_server, free_port, skip_requested
+from test_cache import NEGATIVE_TTL, PLAIN, PORTED, STALE_TTL, TTL, CacheContract
+
+from smsroute import codec
+from smsroute.carrier import Carrier
+from smsroute.client import CarrierClient
+from smsroute.models import CarrierInfo
+from smsroute.redis_cache import RedisCache
+from smsroute.routing import Decision, Router
+from smsroute.testing import FakeCarrierServer, FakeClock
+from smsroute.types import CacheBackend, SharedFlight
+
+pytestmark = pytest.mark.redis
+
+GATEWAYS: dict[Carrier | str, str] = {c: c.name.lower() for c in Carrier}
+
+
+def _server_binary() -> str:
+    exe = find_redis_server()
+    if exe is None:
+        if skip_requested():
+            pytest.skip(INSTALL_HINT)
+        pytest.fail(INSTALL_HINT)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """Yield one redis-server for the module's tests that do not stop it."""
+    with RedisServer(_server_binary()) as server:
+        yield server
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """Yield a redis-server of this test's own, to kill and restart."""
+    with RedisServer(_server_binary()) as server:
+        yield server
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """Yield a plain redis-py client on the module's server, to look behind the cache."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Return a key prefix of this test's own, so tests sharing a server never meet."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def made() -> Iterator[list[RedisCache]]:
+    """Collect caches made by a test and close them afterwards."""
+    caches: list[RedisCache] = []
+    yield caches
+    for cache in caches:
+        cache.close()
+
+
+class CountingRedis(redis.Redis):
+    """A redis-py client that records the name of every command it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Record the command name, then send it."""
+        self.commands.append(str(args[0]).upper())
+        return super().execute_command(*args, **options)
+
+
+def code_of(now: str, area: str = "湖北-宜昌") -> int:
+    """Return the answer code of a number ported from 移动 to ``now``."""
+    return codec.encode(CarrierInfo(MOBILE_NO, 1, area, Carrier.MOBILE, Carrier.parse(now)))
+
+
+# -- the contract ------------------------------------------------------------------
+
+
+class TestRedisCacheContract(CacheContract):
+    """The CacheBackend contract on RedisCache with its near tier (near_ttl below the TTL)."""
+
+    near_ttl = 60.0
+
+    @pytest.fixture(autouse=True)
+    def _redis(self, redis_server: RedisServer, made: list[RedisCache]) -> None:
+        """Give make_cache the module's server and a per-test prefix."""
+        self.url = redis_server.url
+        self.made = made
+        self.prefix = f"t{uuid.uuid4().hex[:10]}:"
+
+    def make_cache(self, clock: FakeClock, **policy: float) -> CacheBackend:
+        """Return a RedisCache on ``clock`` under this test's prefix."""
+        cache = RedisCache(
+            self.url, prefix=self.prefix, clock=clock, near_ttl=self.near_ttl, **policy
+        )
+        self.made.append(cache)
+        return cache
+
+    # Overrides the contract's version, which also stores made-up codes: a
+    # shared store keeps the portable text of codec.dumps, so it can hold only
+    # codes of real answers (operators 0-4, an area this process has seen).
+    @pytest.mark.parametrize(
+        "answer", [0, PORTED, PLAIN, codec.NOT_FOUND, code_of("联通", "四川-成都")]
+    )
+    def test_values_round_trip(self, cache, answer):
+        """Every answer code a lookup can produce is stored exactly."""
+        cache.set(MOBILE_NO, answer)
+        cache.clear_near()
+        assert cache.get(MOBILE_NO) == (answer, True)
+
+    def test_is_shared_flight(self, cache):
+        """RedisCache also offers fleet-wide single-flight to the router."""
+        assert isinstance(cache, SharedFlight)
+
+
+class TestRedisOnlyContract(TestRedisCacheContract):
+    """The same contract with the near tier off (near_ttl=0): every read goes to Redis."""
+
+    near_ttl = 0.0
+
+
+# -- storage -----------------------------------------------------------------------
+
+
+def test_value_is_compact_text_under_the_prefix(redis_server, raw, prefix, made):
+    """An answer is stored as "fresh-until|dumps" under the prefix, expiring after TTL + stale."""
+    clock = FakeClock(1_767_225_000)
+    cache = RedisCache(redis_server.url, prefix=prefix, clock=clock)
+    made.append(cache)
+    cache.set(MOBILE_NO, PORTED)
+    fresh_until = int(1_767_225_000 + cache.policy.ttl) + 1
+    assert raw.get(prefix + MOBILE_NO) == f"{fresh_until}|113湖北-宜昌".encode()
+    keep_ms = (fresh_until - 1_767_225_000 + cache.policy.stale_ttl) * 1000
+    assert keep_ms - 5000 < raw.pttl(prefix + MOBILE_NO) <= keep_ms
+
+
+def test_negative_expires_after_negative_ttl(redis_server, raw, prefix, made):
+    """A NOT_FOUND is stored as "N" and kept by Redis for negative_ttl only, no stale window."""
+    cache = RedisCache(redis_server.url, prefix=prefix, negative_ttl=NEGATIVE_TTL)
+    made.append(cache)
+    cache.set(MOBILE_NO, codec.NOT_FOUND)
+    assert raw.get(prefix + MOBILE_NO).endswith(b"|N")
+    assert 0 < raw.pttl(prefix + MOBILE_NO) <= (NEGATIVE_TTL + 1) * 1000
+
+
+def test_corrupt_value_reads_as_a_miss(redis_server, raw, prefix, made):
+    """A value that is not ours reads as None and is counted, never raised."""
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    made.append(cache)
+    for junk in (b"garbage", b"12|", b"x|113", b"1|999", b"\xff\xfe|113"):
+        raw.set(prefix + MOBILE_NO, junk)
+        assert cache.get(MOBILE_NO) is None
+    assert cache.stats()["corrupt"] == 5
+    assert cache.errors == 0
+
+
+# -- two tiers ---------------------------------------------------------------------
+
+
+def test_near_hit_does_not_touch_redis(redis_server, prefix):
+    """After set(), gets are answered in-process; Redis sees one SET and no GET."""
+    client = CountingRedis.from_url(redis_server.url)
+    try:
+        cache = RedisCache(client, prefix=prefix)
+        cache.set(MOBILE_NO, PORTED)
+        assert client.commands == ["SET"]
+        for _ in range(100):
+            assert cache.get(MOBILE_NO) == (PORTED, True)
+        assert client.commands == ["SET"]
+        cache.clear_near()
+        assert cache.get(MOBILE_NO) == (PORTED, True)
+        assert cache.get(MOBILE_NO) == (PORTED, True)
+        assert client.commands == ["SET", "GET"]
+    finally:
+        client.close()
+
+
+def test_router_hot_path_stays_in_process(redis_server, prefix):
+    """Routing a number again and again sends nothing to Redis after its first answer."""
+    client = CountingRedis.from_url(redis_server.url)
+    try:
+        with FakeCarrierServer() as vendor:
+            lookup = CarrierClient(vendor.apikey, base_url=vendor.url)
+            router = Router(lookup, GATEWAYS, cache=RedisCache(client, prefix=prefix))
+            assert router.route(MOBILE_NO).source == "upstream"
+            sent = len(client.commands)
+            for _ in range(50):
+                assert router.route(MOBILE_NO).source == "cache"
+            assert len(client.commands) == sent
+            assert vendor.paid == 1
+            lookup.close()
+    finally:
+        client.close()
+
+
+def test_fleet_update_is_seen_after_near_ttl(redis_server, prefix, made):
+    """Another worker's new answer reaches this worker's reads once its near entry ages out."""
+    clock = FakeClock()
+    mine = RedisCache(redis_server.url, prefix=prefix, clock=clock, near_ttl=30)
+    theirs = RedisCache(redis_server.url, prefix=prefix, clock=clock, near_ttl=30)
+    made.extend((mine, theirs))
+    theirs.set(MOBILE_NO, PORTED)
+    assert mine.get(MOBILE_NO) == (PORTED, True)  # from Redis, now in the near tier
+    theirs.set(MOBILE_NO, PLAIN)
+    assert mine.get(MOBILE_NO) == (PORTED, True)  # the near tier still answers
+    clock.advance(31)
+    assert mine.get(MOBILE_NO) == (PLAIN, True)
+
+
+def test_fleet_delete_is_seen_after_near_ttl(redis_server, prefix, made):
+    """A number another worker deleted (a gateway refused it) disappears here after near_ttl."""
+    clock = FakeClock()
+    mine = RedisCache(redis_server.url, prefix=prefix, clock=clock, near_ttl=30)
+    theirs = RedisCache(redis_server.url, prefix=prefix, clock=clock, near_ttl=30)
+    made.extend((mine, theirs))
+    theirs.set(MOBILE_NO, PORTED)
+    assert mine.get(MOBILE_NO) == (PORTED, True)
+    theirs.delete(MOBILE_NO)
+    clock.advance(31)
+    assert mine.get(MOBILE_NO) is None
+    assert len(mine) == 0
+
+
+def test_answers_cross_processes_as_text(redis_server, prefix, made):
+    """An answer written by another process (other area ids) reads back as the same answer."""
+    script = (
+        "import sys; from smsroute.redis_cache import RedisCache\n"
+        "from smsroute import codec\n"
+        "from smsroute.models import CarrierInfo\n"
+        "from smsroute.carrier import Carrier\n"
+        "for area in ('新疆-喀什', '西藏-拉萨'):\n"
+        "    codec.encode(CarrierInfo(sys.argv[3], 0, area, Carrier.MOBILE, Carrier.MOBILE))\n"
+        "c = RedisCache(sys.argv[1], prefix=sys.argv[2])\n"
+        "c.set(sys.argv[3], codec.encode(CarrierInfo(sys.argv[3], 1, '广东-深圳',"
+        " Carrier.UNICOM, Carrier.TELECOM)))\n"
+        "assert c.errors == 0\n"
+    )
+    subprocess.run([sys.executable, "-c", script, redis_server.url, prefix, TELECOM_NO], check=True)
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    made.append(cache)
+    hit = cache.get(TELECOM_NO)
+    assert hit is not None
+    assert hit[1]
+    assert codec.fields(hit[0]) == (Carrier.TELECOM, Carrier.UNICOM, 1, "广东-深圳")
+
+
+# -- outages -----------------------------------------------------------------------
+
+
+def test_built_while_redis_is_down_never_raises(made):
+    """With nothing listening, construction and every call succeed; failures are counted."""
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", backoff=0)
+    made.append(cache)
+    assert cache.get(MOBILE_NO) is None
+    cache.set(MOBILE_NO, PORTED)
+    assert cache.get(MOBILE_NO) == (PORTED, True)  # the near tier still works
+    cache.delete(MOBILE_NO)
+    assert cache.claim(TELECOM_NO, 0.5) is True  # no fleet to coordinate with: ask
+    assert cache.wait(TELECOM_NO, 0.5) is None
+    cache.release(TELECOM_NO)
+    stats = cache.stats()
+    assert cache.errors >= 4
+    assert stats["errors"] == cache.errors
+    assert stats["available"] is False
+
+
+def test_down_redis_is_skipped_during_backoff(made):
+    """After a failure Redis is not asked for ``backoff`` seconds: one error, not one per call."""
+    mono = FakeClock()
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", backoff=1.0, monotonic=mono)
+    made.append(cache)
+    start = time.perf_counter()
+    for i in range(500):
+        number = f"139{i:08d}"
+        assert cache.get(number) is None
+        cache.set(number, PORTED)
+    spent = time.perf_counter() - start
+    assert cache.errors == 1
+    assert cache.stats()["skipped"] == 500
+    assert spent < 0.5  # 1000 calls; a refused connection costs well under a millisecond
+    mono.advance(1.01)
+    assert cache.get("13800000000") is None
+    assert cache.errors == 2
+
+
+def test_unreachable_redis_costs_milliseconds_per_call(made):
+    """Even with no back-off, a call against a dead Redis returns in a few milliseconds."""
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", backoff=0)
+    made.append(cache)
+    start = time.perf_counter()
+    for i in range(50):
+        assert cache.get(f"139{i:08d}") is None
+    per_call = (time.perf_counter() - start) / 50
+    assert cache.errors == 50
+    assert per_call < 0.005
+
+
+def test_slow_redis_times_out_quickly(made):
+    """A Redis that accepts but never answers costs one short timeout; the near tier answers."""
+    clock = FakeClock()
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)  # the kernel accepts connections; nothing ever replies
+        port = black_hole.getsockname()[1]
+        cache = RedisCache(
+            f"redis://127.0.0.1:{port}/0",
+            clock=clock,
+            near_ttl=10,
+            socket_timeout=0.05,
+            backoff=0,
+        )
+        made.append(cache)
+        cache.set(MOBILE_NO, PORTED)  # the near tier keeps it; the Redis write times out
+        clock.advance(11)  # past near_ttl: the next get asks Redis
+        start = time.perf_counter()
+        hit = cache.get(MOBILE_NO)
+        spent = time.perf_counter() - start
+    assert hit == (PORTED, True)  # served from the near tier during the outage
+    assert spent < 0.5  # one 50 ms timeout; redis-py's defaults would wait forever
+    assert cache.errors == 2
+
+
+def test_one_warning_per_outage(caplog, own_server, made):
+    """A dead Redis logs one warning for the outage, not one per call, and notes the recovery."""
+    own_server.kill()
+    cache = RedisCache(own_server.url, backoff=0)
+    made.append(cache)
+    with caplog.at_level(logging.INFO, logger="smsroute"):
+        for i in range(20):
+            cache.get(f"139{i:08d}")
+        own_server.start()
+        cache.get(MOBILE_NO)
+        cache.get(MOBILE_NO)
+    events = [r.getMessage() for r in caplog.records if "cache.redis" in r.getMessage()]
+    assert len(events) == 2, events
+    assert "event=cache.redis.down" in events[0]
+    assert "level=warning" in events[0]
+    assert "event=cache.redis.up" in events[1]
+    assert cache.errors == 20
+
+
+def test_killed_mid_run_loses_no_send(own_server, made):
+    """Sends go on while redis-server is SIGKILLed under them: every route() returns a Decision."""
+    cache = RedisCache(own_server.url, backoff=0.05)
+    made.append(cache)
+    numbers = [f"139{i:08d}" for i in range(300)]
+    decisions: list[Any] = []
+    errors: list[BaseException] = []
+    halfway = threading.Event()
+    with FakeCarrierServer() as vendor:
+        lookup = CarrierClient(vendor.apikey, base_url=vendor.url)
+        router = Router(lookup, GATEWAYS, cache=cache, deadline=2.0)
+
+        def sends() -> None:
+            for i, number in enumerate(numbers * 2):
+                if i == 150:
+                    halfway.set()
+                try:
+                    decisions.append(router.route(number))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        worker = threading.Thread(target=sends)
+        worker.start()
+        assert halfway.wait(10)
+        own_server.kill()
+        worker.join(30)
+        lookup.close()
+    assert not errors
+    assert len(decisions) == 600
+    assert all(isinstance(d, Decision) and d.carrier is not None for d in decisions)
+    assert cache.errors >= 1
+    assert router.stats()["errors"].get("cache") is None  # nothing reached the router
+
+
+def test_restarted_redis_is_used_again(own_server, made):
+    """After a restart (empty, same port) set and get go through Redis again, by themselves."""
+    mono = FakeClock()
+    cache = RedisCache(own_server.url, backoff=1.0, monotonic=mono)
+    made.append(cache)
+    cache.set(MOBILE_NO, PORTED)
+    own_server.kill()
+    cache.set(TELECOM_NO, PLAIN)
+    assert cache.errors == 1
+    own_server.start()
+    cache.set(TELECOM_NO, PLAIN)  # still in the back-off: not sent
+    assert cache.stats()["skipped"] == 1
+    mono.advance(1.01)
+    cache.set(TELECOM_NO, PLAIN)
+    assert cache.available
+    check = redis.Redis.from_url(own_server.url)
+    try:
+        assert check.get("smsroute:" + TELECOM_NO) is not None
+        assert check.get("smsroute:" + MOBILE_NO) is None  # the restart emptied Redis
+    finally:
+        check.close()
+    cache.clear_near()
+    assert cache.get(TELECOM_NO) == (PLAIN, True)
+    assert cache.stats()["redis_hits"] == 1
+    assert cache.errors == 1
+
+
+# -- fleet single-flight -------------------------------------------------------------
+
+
+def test_claim_is_exclusive_across_workers(redis_server, prefix, made):
+    """One worker holds the claim at a time; release() hands it on."""
+    a = RedisCache(redis_server.url, prefix=prefix)
+    b = RedisCache(redis_server.url, prefix=prefix)
+    made.extend((a, b))
+    assert a.claim(MOBILE_NO, 1.0)
+    assert not b.claim(MOBILE_NO, 1.0)
+    a.release(MOBILE_NO)
+    assert b.claim(MOBILE_NO, 1.0)
+    b.release(MOBILE_NO)
+
+
+def test_release_leaves_another_workers_lock(redis_server, raw, prefix, made):
+    """A worker whose claim expired and was retaken does not delete the new holder's lock."""
+    a = RedisCache(redis_server.url, prefix=prefix)
+    b = RedisCache(redis_server.url, prefix=prefix)
+    made.extend((a, b))
+    assert a.claim(MOBILE_NO, 1.0)
+    raw.delete(prefix + "lock:" + MOBILE_NO)  # as if it had expired
+    assert b.claim(MOBILE_NO, 1.0)
+    a.release(MOBILE_NO)
+    assert raw.exists(prefix + "lock:" + MOBILE_NO)
+    assert not a.claim(MOBILE_NO, 1.0)
+
+
+def test_claim_is_bounded_by_lock_ttl(redis_server, raw, prefix, made):
+    """A claim is held for ttl, at most lock_ttl: a dead holder blocks the fleet briefly."""
+    cache = RedisCache(redis_server.url, prefix=prefix, lock_ttl=2.0)
+    made.append(cache)
+    assert cache.claim(MOBILE_NO, 60.0)
+    assert 1000 < raw.pttl(prefix + "lock:" + MOBILE_NO) <= 2000
+    assert cache.claim(TELECOM_NO, 0.3)
+    assert 0 < raw.pttl(prefix + "lock:" + TELECOM_NO) <= 300
+
+
+def test_claim_refused_when_a_fresh_answer_is_stored(redis_server, prefix, made):
+    """A worker that missed just before the leader's answer landed does not pay again."""
+    clock = FakeClock()
+    a = RedisCache(redis_server.url, prefix=prefix, clock=clock, ttl=TTL, stale_ttl=STALE_TTL)
+    b = RedisCache(redis_server.url, prefix=prefix, clock=clock, ttl=TTL, stale_ttl=STALE_TTL)
+    made.extend((a, b))
+    a.set(MOBILE_NO, PORTED)
+    assert not b.claim(MOBILE_NO, 1.0)
+    assert b.wait(MOBILE_NO, 1.0) == (PORTED, True)
+    clock.advance(TTL + 2)  # now stale: refreshing it is worth a query
+    assert b.claim(MOBILE_NO, 1.0)
+
+
+def test_wait_returns_the_holders_answer(redis_server, prefix, made):
+    """wait() returns the claim holder's answer as soon as it is stored."""
+    a = RedisCache(redis_server.url, prefix=prefix)
+    b = RedisCache(redis_server.url, prefix=prefix)
+    made.extend((a, b))
+    claimed = threading.Event()
+
+    def leader() -> None:
+        assert a.claim(MOBILE_NO, 5.0)
+        claimed.set()
+        time.sleep(0.05)  # the upstream lookup
+        a.set(MOBILE_NO, PORTED)
+        a.release(MOBILE_NO)
+
+    thread = threading.Thread(target=leader)
+    thread.start()
+    assert claimed.wait(5)
+    assert not b.claim(MOBILE_NO, 5.0)
+    start = time.perf_counter()
+    assert b.wait(MOBILE_NO, 3.0) == (PORTED, True)
+    assert time.perf_counter() - start < 1.0
+    thread.join(5)
+    assert b.get(MOBILE_NO) == (PORTED, True)
+
+
+def test_wait_ends_early_when_the_holder_gives_up(redis_server, prefix, made):
+    """wait() returns None as soon as the lock goes away without an answer."""
+    a = RedisCache(redis_server.url, prefix=prefix)
+    b = RedisCache(redis_server.url, prefix=prefix)
+    made.extend((a, b))
+    claimed = threading.Event()
+
+    def leader() -> None:
+        assert a.claim(MOBILE_NO, 5.0)
+        claimed.set()
+        time.sleep(0.05)  # the upstream lookup, which fails
+        a.release(MOBILE_NO)
+
+    thread = threading.Thread(target=leader)
+    thread.start()
+    assert claimed.wait(5)
+    start = time.perf_counter()
+    assert b.wait(MOBILE_NO, 3.0) is None
+    assert time.perf_counter() - start < 1.0
+    thread.join(5)
+
+
+def test_wait_is_bounded_by_its_timeout(redis_server, prefix, made):
+    """wait() gives up after its timeout while the holder is still at work."""
+    a = RedisCache(redis_server.url, prefix=prefix)
+    b = RedisCache(redis_server.url, prefix=prefix)
+    made.extend((a, b))
+    assert a.claim(MOBILE_NO, 5.0)
+    start = time.perf_counter()
+    assert b.wait(MOBILE_NO, 0.1) is None
+    assert 0.09 < time.perf_counter() - start < 0.5
+    a.release(MOBILE_NO)
+
+
+def test_fleet_single_flight_across_workers(redis_server, prefix, made):
+    """Eight workers (own router, own RedisCache) missing one number at once pay one query."""
+    parties = 8
+    barrier = threading.Barrier(parties)
+    decisions: list[Decision] = []
+    with FakeCarrierServer(latency=0.1) as vendor:
+        clients = [CarrierClient(vendor.apikey, base_url=vendor.url) for _ in range(parties)]
+        routers = []
+        for client in clients:
+            cache = RedisCache(redis_server.url, prefix=prefix)
+            made.append(cache)
+            routers.append(Router(client, GATEWAYS, cache=cache, deadline=3.0))
+
+        def worker(router: Router) -> None:
+            barrier.wait()
+            decisions.append(router.route(MOBILE_NO))
+
+        threads = [threading.Thread(target=worker, args=(r,)) for r in routers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        paid = vendor.paid
+        for client in clients:
+            client.close()
+    assert paid == 1
+    assert len(decisions) == parties
+    assert sorted(d.source for d in decisions) == ["cache"] * (parties - 1) + ["upstream"]
+    assert len({d.carrier for d in decisions}) == 1
+
+
+def _route_in_process(
+    redis_url: str,
+    vendor_url: str,
+    apikey: str,
+    prefix: str,
+    numbers: list[str],
+    start: Any,
+    out: Any,
+) -> None:
+    """Route ``numbers`` in a fresh process sharing one Redis; put (number, carrier, source)s."""
+    cache = RedisCache(redis_url, prefix=prefix)
+    client = CarrierClient(apikey, base_url=vendor_url)
+    router = Router(client, GATEWAYS, cache=cache, deadline=5.0)
+    start.wait(30)
+    decisions = router.route_many(numbers, concurrency=4)
+    out.put([(d.mobile, str(d.carrier), d.source) for d in decisions])
+    client.close()
+    cache.close()
+
+
+def test_two_processes_sharing_redis_pay_once_per_number(redis_server, prefix):
+    """Two processes routing the same list at the same time through one Redis pay once a number."""
+    numbers = [f"1390000{i:04d}" for i in range(40)]
+    ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+    start = ctx.Barrier(3)
+    out = ctx.Queue()
+    with FakeCarrierServer(latency=0.02, ported_share=0.5) as vendor:
+        procs = [
+            ctx.Process(
+                target=_route_in_process,
+                args=(redis_server.url, vendor.url, vendor.apikey, prefix, numbers, start, out),
+            )
+            for _ in range(2)
+        ]
+        for p in procs:
+            p.start()
+        start.wait(30)
+        results = [out.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(10)
+        paid = vendor.paid
+        expected = {n: vendor.answer_for(n)["result"]["Now_isp"] for n in numbers}
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert paid == len(numbers)
+    first, second = results
+    assert [(m, c) for m, c, _ in first] == [(m, c) for m, c, _ in second]
+    assert {m: Carrier.parse(c) for m, c, _ in first} == {
+        m: Carrier.parse(now) for m, now in expected.items()
+    }
+    sources = [s for _, _, s in first + second]
+    assert sources.count("upstream") == len(numbers)
+    assert set(sources) <= {"upstream", "cache"}
+
+
+# -- packaging ---------------------------------------------------------------------
+
+
+def test_without_redis_py_the_error_names_the_extra():
+    """Importing the module works without redis-py; building a RedisCache says what to install."""
+    script = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import smsroute.redis_cache as m\n"
+        "try:\n"
+        "    m.RedisCache('redis://127.0.0.1:1/0')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert "smsroute[redis]" in done.stdout
+
+
+def test_import_smsroute_does_not_import_redis_py():
+    """``import smsroute`` stays free of redis-py (75 ms to import); RedisCache loads it lazily."""
+    script = "import sys, smsroute; print('redis' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"

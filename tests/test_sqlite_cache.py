@@ -1,0 +1,280 @@
+"""Tests for SqliteCache: the cache contract, persistence, threads and processes on one file."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sqlite3
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _fakes import MOBILE_NO, TELECOM_NO
+from test_cache import NEGATIVE_TTL, PLAIN, PORTED, STALE_TTL, TTL, CacheContract
+
+from smsroute import codec
+from smsroute.carrier import Carrier
+from smsroute.client import CarrierClient
+from smsroute.models import CarrierInfo
+from smsroute.routing import Router
+from smsroute.sqlite_cache import SqliteCache, default_cache_path
+from smsroute.testing import FakeCarrierServer, FakeClock
+from smsroute.types import CacheBackend
+
+GATEWAYS: dict[Carrier | str, str] = {c: c.name.lower() for c in Carrier}
+POLICY = {"ttl": TTL, "negative_ttl": NEGATIVE_TTL, "stale_ttl": STALE_TTL}
+
+
+class TestSqliteCacheContract(CacheContract):
+    """The CacheBackend contract on SqliteCache."""
+
+    @pytest.fixture(autouse=True)
+    def _files(self, tmp_path: Path) -> Any:
+        """Give make_cache a directory, and close what it made."""
+        self.dir = tmp_path
+        self.made: list[SqliteCache] = []
+        yield
+        for cache in self.made:
+            cache.close()
+
+    def make_cache(self, clock: FakeClock, **policy: float) -> CacheBackend:
+        """Return a SqliteCache on a new file in the test's directory."""
+        cache = SqliteCache(self.dir / f"{uuid.uuid4().hex}.sqlite3", clock=clock, **policy)
+        self.made.append(cache)
+        return cache
+
+    # Overrides the contract's version, which also stores made-up codes: the
+    # file keeps the portable text of codec.dumps, so it can hold only codes of
+    # real answers (operators 0-4, an area this process has seen).
+    @pytest.mark.parametrize("answer", [0, PORTED, PLAIN, codec.NOT_FOUND])
+    def test_values_round_trip(self, cache, answer):
+        """Every answer code a lookup can produce is stored exactly."""
+        cache.set(MOBILE_NO, answer)
+        assert cache.get(MOBILE_NO) == (answer, True)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """Return a database path in a directory that does not exist yet."""
+    return tmp_path / "sub" / "answers.sqlite3"
+
+
+def test_persists_across_reopen(path):
+    """A second SqliteCache on the same file sees the answers, fresh or stale as before."""
+    clock = FakeClock()
+    with SqliteCache(path, clock=clock, **POLICY) as first:
+        first.set(MOBILE_NO, PORTED)
+        first.set(TELECOM_NO, codec.NOT_FOUND)
+    with SqliteCache(path, clock=clock, **POLICY) as second:
+        assert second.get(MOBILE_NO) == (PORTED, True)
+        assert second.get(TELECOM_NO) == (codec.NOT_FOUND, True)
+        clock.advance(TTL + 2)
+        assert second.get(MOBILE_NO) == (PORTED, False)
+        assert second.get(TELECOM_NO) is None
+
+
+def test_file_is_wal_with_the_documented_table(path):
+    """The file is in WAL mode with one row per number: integer key, fresh-until, dumps text."""
+    clock = FakeClock(1_767_225_000)
+    with SqliteCache(path, clock=clock) as cache:
+        cache.set(MOBILE_NO, PORTED)
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        row = db.execute("SELECT number, fresh_until, answer FROM answers").fetchone()
+    finally:
+        db.close()
+    assert row == (int(MOBILE_NO), 1_767_225_000 + 7 * 86400 + 1, "113湖北-宜昌")
+
+
+def test_expired_rows_are_purged(path):
+    """Rows past their stale window go on open and on a periodic purge; live ones stay."""
+    clock = FakeClock()
+    with SqliteCache(path, clock=clock, purge_interval=500, **POLICY) as cache:
+        cache.set(MOBILE_NO, PORTED)
+        cache.set(TELECOM_NO, codec.NOT_FOUND)
+        clock.advance(NEGATIVE_TTL + 2)
+        assert cache.purge() == 1  # the negative; the answer is fresh
+        assert len(cache) == 1
+        clock.advance(TTL + STALE_TTL)
+        cache.set("13900000009", PLAIN)  # a write past purge_interval purges
+        assert len(cache) == 1
+        assert cache.stats()["purged"] == 2
+    with SqliteCache(path, clock=clock, **POLICY) as reopened:
+        clock.advance(TTL + STALE_TTL + 2)
+        assert reopened.purge() == 1
+        assert len(reopened) == 0
+
+
+def test_purge_on_open(path):
+    """Opening the file drops rows that expired while nothing had it open."""
+    clock = FakeClock()
+    with SqliteCache(path, clock=clock, **POLICY) as cache:
+        cache.set(MOBILE_NO, PORTED)
+    clock.advance(TTL + STALE_TTL + 2)
+    with SqliteCache(path, clock=clock, **POLICY) as cache:
+        assert len(cache) == 0
+        assert cache.stats()["purged"] == 1
+
+
+def test_many_threads_share_one_cache(path):
+    """Threads setting, reading and deleting at once raise nothing and lose no write."""
+    cache = SqliteCache(path)
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(200):
+                number = f"139{k:02d}{i:06d}"
+                cache.set(number, PORTED)
+                assert cache.get(number) == (PORTED, True)
+                if i % 4 == 0:
+                    cache.delete(number)
+                    assert cache.get(number) is None
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert not failures
+        assert len(cache) == 8 * 150
+        assert cache.errors == 0
+    finally:
+        cache.close()
+
+
+def _write_in_process(path: str, start: int, count: int, barrier: Any, out: Any) -> None:
+    """Write ``count`` answers from ``start`` in a fresh process; report errors and misses."""
+    area = "广东-深圳" if start else "湖北-宜昌"  # area ids differ between the processes
+    ans = codec.encode(CarrierInfo(MOBILE_NO, 1, area, Carrier.MOBILE, Carrier.UNICOM))
+    with SqliteCache(path) as cache:
+        barrier.wait(30)
+        misses = 0
+        for i in range(start, start + count):
+            number = f"1390000{i:04d}"
+            cache.set(number, ans)
+            if cache.get(number) is None:
+                misses += 1
+        out.put((cache.errors, misses))
+
+
+def test_two_processes_write_one_file(path):
+    """Two processes writing the same file at once (overlapping numbers) lose nothing."""
+    SqliteCache(path).close()  # create it, and WAL mode, before the race
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_write_in_process, args=(str(path), start, 300, barrier, out))
+        for start in (0, 150)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert results == [(0, 0), (0, 0)]
+    with SqliteCache(path) as cache:
+        assert len(cache) == 450
+        for i in (0, 149, 150, 299, 300, 449):
+            hit = cache.get(f"1390000{i:04d}")
+            assert hit is not None
+            assert hit[1]
+            assert codec.fields(hit[0])[0] == Carrier.UNICOM
+            assert codec.fields(hit[0])[3] in ("广东-深圳", "湖北-宜昌")
+
+
+def test_locked_file_does_not_fail_a_send(path, caplog):
+    """While another process holds the write lock, set() gives up after busy_timeout, quietly."""
+    cache = SqliteCache(path, busy_timeout=0.05)
+    cache.set(MOBILE_NO, PORTED)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with caplog.at_level(logging.WARNING, logger="smsroute"):
+            cache.set(MOBILE_NO, PLAIN)
+            cache.set(TELECOM_NO, PLAIN)
+            assert cache.get(MOBILE_NO) == (PORTED, True)  # WAL: readers are not blocked
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert cache.errors == 2
+    warnings = [r for r in caplog.records if "cache.sqlite.error" in r.getMessage()]
+    assert len(warnings) == 1
+    cache.set(MOBILE_NO, PLAIN)
+    assert cache.get(MOBILE_NO) == (PLAIN, True)
+    cache.close()
+
+
+def test_corrupt_row_reads_as_a_miss(path):
+    """A row whose answer is not ours reads as None."""
+    with SqliteCache(path) as cache:
+        cache.set(MOBILE_NO, PORTED)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("UPDATE answers SET answer = 'junk'")
+        db.close()
+        assert cache.get(MOBILE_NO) is None
+
+
+def test_closed_cache_answers_none(path):
+    """After close() reads answer None and writes are dropped; close() is idempotent."""
+    cache = SqliteCache(path)
+    cache.set(MOBILE_NO, PORTED)
+    cache.close()
+    cache.close()
+    assert cache.get(MOBILE_NO) is None
+    cache.set(MOBILE_NO, PORTED)
+    cache.delete(MOBILE_NO)
+    assert cache.errors == 3
+    assert "closed" in repr(cache)
+
+
+@pytest.mark.parametrize("key", ["abc", "0139000000", "", "１３９００００００００"])
+def test_keys_must_be_normalised_numbers(path, key):
+    """A key that is not a normalised number is a caller error: ValueError, nothing stored."""
+    with SqliteCache(path) as cache:
+        with pytest.raises(ValueError, match="normalised"):
+            cache.set(key, PORTED)
+        assert len(cache) == 0
+
+
+def test_memory_database(tmp_path):
+    """An in-memory database works for a throw-away cache."""
+    with SqliteCache(":memory:") as cache:
+        cache.set(MOBILE_NO, PORTED)
+        assert cache.get(MOBILE_NO) == (PORTED, True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_running_a_list_twice_pays_once(path):
+    """A router over SqliteCache, restarted between two runs of a list, pays once per number."""
+    numbers = [f"1390000{i:04d}" for i in range(30)]
+    with FakeCarrierServer(ported_share=0.5) as vendor:
+        for run in range(2):
+            with SqliteCache(path) as cache, CarrierClient(vendor.apikey, base_url=vendor.url) as c:
+                decisions = Router(c, GATEWAYS, cache=cache).route_many(numbers)
+            expected = "upstream" if run == 0 else "cache"
+            assert {d.source for d in decisions} == {expected}
+        assert vendor.paid == len(numbers)
+
+
+def test_default_path_follows_xdg_cache_home(monkeypatch, tmp_path):
+    """The default file lives under $XDG_CACHE_HOME/smsroute, with or without platformdirs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    expected = tmp_path / "smsroute" / "answers.sqlite3"
+    if sys.platform.startswith("linux"):  # platformdirs honours XDG on Linux only
+        assert default_cache_path() == expected
+    monkeypatch.setitem(sys.modules, "platformdirs", None)  # as if not installed
+    assert default_cache_path() == expected
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_path() == Path.home() / ".cache" / "smsroute" / "answers.sqlite3"
