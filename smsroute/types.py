@@ -58,7 +58,10 @@ class SharedFlight(Protocol):
         """Return True when this worker should ask the upstream (claim held for ``ttl`` s)."""
 
     def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
-        """Wait up to ``timeout`` s for the claim holder's answer; None if none came."""
+        """Wait up to ``timeout`` s for the claim holder's fresh answer; None if none came.
+
+        Return ``(answer, True)`` only: a stale entry is not another worker's answer.
+        """
 
     def release(self, number: str) -> None:
         """Give up a claim (after the answer was stored, or when the lookup failed)."""
