@@ -6,6 +6,9 @@ operator, and fall back (stale answer, then the segment table) when the
 lookup fails, so that a send never fails because the lookup did.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from smsroute import codec, segments
 from smsroute._version import __version__
 from smsroute.cache import CachePolicy, MemoryCache
@@ -32,7 +35,11 @@ from smsroute.numbers import normalize
 from smsroute.resilience import Alert, CircuitBreaker, default_retrying
 from smsroute.routing import Decision, Router, Rule
 from smsroute.segments import initial_carrier
+from smsroute.sqlite_cache import SqliteCache
 from smsroute.types import CacheBackend, LookupClient
+
+if _TYPE_CHECKING:
+    from smsroute.redis_cache import RedisCache
 
 __all__ = [
     "Alert",
@@ -54,11 +61,13 @@ __all__ = [
     "MemoryCache",
     "NoRoute",
     "NumberNotFound",
+    "RedisCache",
     "RequestRejected",
     "Router",
     "Rule",
     "ServiceError",
     "SmsRouteError",
+    "SqliteCache",
     "TransportError",
     "Unauthorized",
     "WrongCarrier",
@@ -69,3 +78,25 @@ __all__ = [
     "normalize",
     "segments",
 ]
+
+
+_LAZY = {"RedisCache": "smsroute.redis_cache"}
+
+
+def __getattr__(name: str) -> _Any:
+    """Return a lazily imported export (optional extras load on first use)."""
+    # redis-py is an optional extra and takes ~75 ms to import, which
+    # `import smsroute` should not pay.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smsroute' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the package's names, lazy exports included."""
+    return sorted({*globals(), *_LAZY})
