@@ -1,0 +1,185 @@
+"""Prometheus metrics for a Router (and a BalanceWatcher), read at scrape time.
+
+Needs the extra ``smsroute[prometheus]``. The collector reads
+:meth:`smsroute.Router.stats` when Prometheus scrapes, so the send path pays
+nothing for metrics::
+
+    from smsroute.metrics import PrometheusCollector
+
+    PrometheusCollector(router, watcher=watcher).register()
+    prometheus_client.start_http_server(9100)
+
+Without the extra, ``router.stats()`` holds the same counters as a dict.
+
+==========================================  =======  ===========================================
+metric                                      type     labels / meaning
+==========================================  =======  ===========================================
+``smsroute_decisions_total``                counter  ``source`` (cache, upstream, stale,
+                                                     fallback), ``carrier`` (移动 ..., unknown)
+``smsroute_fallbacks_total``                counter  ``reason``: why a send did not use a fresh
+                                                     answer (``circuit open``, ``TransportError``,
+                                                     ``ServiceError -8`` ...)
+``smsroute_upstream_calls_total``           counter  lookups sent to the vendor
+``smsroute_coalesced_total``                counter  lookups that waited for another thread's
+``smsroute_errors_total``                   counter  ``code``: vendor code, exception name or
+                                                     ``cache``
+``smsroute_upstream_latency_seconds``       histo    time of each upstream lookup
+``smsroute_breaker_state``                  gauge    0 closed, 1 half-open, 2 open
+``smsroute_breaker_opened_total``           counter  times the breaker opened
+``smsroute_cache_size``                     gauge    numbers in the cache (when it can tell)
+``smsroute_balance``                        gauge    queries left (with a watcher, once read)
+``smsroute_balance_level``                  gauge    0 ok, 1 low, 2 exhausted (with a watcher)
+``smsroute_balance_poll_errors_total``      counter  failed balance polls (with a watcher)
+==========================================  =======  ===========================================
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import REGISTRY, CollectorRegistry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "smsroute.metrics needs prometheus-client: pip install 'smsroute[prometheus]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from smsroute.routing import Router
+    from smsroute.watcher import BalanceWatcher
+
+__all__ = ["BREAKER_STATES", "PrometheusCollector"]
+
+BREAKER_STATES: Final = {"closed": 0, "half-open": 1, "open": 2}
+"""The value of ``<namespace>_breaker_state`` for each breaker state."""
+_LEVELS: Final = {"ok": 0, "low": 1, "exhausted": 2}
+
+
+class PrometheusCollector:
+    """A prometheus_client collector over ``router.stats()`` (and ``watcher``), at scrape time."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        watcher: BalanceWatcher | None = None,
+        namespace: str = "smsroute",
+    ) -> None:
+        self.router = router
+        self.watcher = watcher
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"PrometheusCollector(namespace={self.namespace!r}, watcher={self.watcher!r})"
+
+    def register(self, registry: CollectorRegistry = REGISTRY) -> PrometheusCollector:
+        """Register with ``registry`` (the default global one) and return self."""
+        registry.register(self)
+        return self
+
+    def describe(self) -> Iterable[Metric]:
+        """Return the metric families without samples (registration does not scrape)."""
+        return list(self._families(None))
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families with the router's (and watcher's) current values."""
+        yield from self._families(self.router.stats())
+
+    def _families(self, stats: dict[str, Any] | None) -> Iterator[Metric]:
+        ns = self.namespace
+        reading = stats is not None
+        s: dict[str, Any] = stats or {}
+
+        decisions = CounterMetricFamily(
+            f"{ns}_decisions",
+            "Routing decisions by where the answer came from and the operator chosen.",
+            labels=["source", "carrier"],
+        )
+        for source, by_carrier in s.get("decisions_by_carrier", {}).items():
+            for carrier, n in sorted(by_carrier.items()):
+                decisions.add_metric([source, carrier], n)
+        yield decisions
+
+        fallbacks = CounterMetricFamily(
+            f"{ns}_fallbacks",
+            "Decisions that did not use a fresh answer, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.get("fallback_reasons", {}).items()):
+            fallbacks.add_metric([reason], n)
+        yield fallbacks
+
+        yield CounterMetricFamily(
+            f"{ns}_upstream_calls",
+            "Lookups sent to the vendor.",
+            value=s.get("upstream_calls", 0) if reading else None,
+        )
+        yield CounterMetricFamily(
+            f"{ns}_coalesced",
+            "Lookups that waited for another thread's lookup of the same number.",
+            value=s.get("coalesced", 0) if reading else None,
+        )
+
+        errors = CounterMetricFamily(
+            f"{ns}_errors",
+            "Lookup and cache errors by vendor code or exception name.",
+            labels=["code"],
+        )
+        for code, n in sorted(s.get("errors", {}).items()):
+            errors.add_metric([code], n)
+        yield errors
+
+        latency = HistogramMetricFamily(
+            f"{ns}_upstream_latency_seconds", "Time of each upstream lookup."
+        )
+        snapshot = s.get("upstream_latency")
+        if snapshot is not None:
+            buckets = [(le, float(n)) for le, n in snapshot["buckets"].items()]
+            latency.add_metric([], buckets, snapshot["sum"])
+        yield latency
+
+        yield GaugeMetricFamily(
+            f"{ns}_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            value=BREAKER_STATES[s["breaker"]] if reading else None,
+        )
+        yield CounterMetricFamily(
+            f"{ns}_breaker_opened",
+            "Times the circuit breaker opened.",
+            value=s.get("breaker_opened", 0) if reading else None,
+        )
+        size = s.get("cache_size")
+        yield GaugeMetricFamily(
+            f"{ns}_cache_size",
+            "Numbers in the answer cache.",
+            value=size if reading and size is not None else None,
+        )
+
+        if self.watcher is None:
+            return
+        last = self.watcher.last if reading else None
+        yield GaugeMetricFamily(
+            f"{ns}_balance",
+            "Queries left on the vendor account, as last polled.",
+            value=last.remaining if last is not None else None,
+        )
+        level = _LEVELS.get(self.watcher.level) if reading else None
+        yield GaugeMetricFamily(
+            f"{ns}_balance_level",
+            "Balance level: 0 ok, 1 under the low-water mark, 2 exhausted.",
+            value=level,
+        )
+        yield CounterMetricFamily(
+            f"{ns}_balance_poll_errors",
+            "Balance polls that failed.",
+            value=self.watcher.errors if reading else None,
+        )
