@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -212,3 +215,36 @@ def test_without_prometheus_client():
     assert done.returncode == 0, done.stderr
     assert "ERR" in done.stdout
     assert "smsroute[prometheus]" in done.stdout
+
+
+LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+EVENT = re.compile(r"[a-z]+(\.[a-z_]+)+")
+
+
+def emitted_events() -> dict[str, str]:
+    """Return every structlog event name the package logs, with the module logging it."""
+    events: dict[str, str] = {}
+    for path in sorted(Path(smsroute.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            named = (isinstance(func, ast.Attribute) and func.attr in LEVELS) or (
+                isinstance(func, ast.Name) and func.id in ("level", "log")
+            )
+            first = node.args[0]
+            text = first.value if isinstance(first, ast.Constant) else None
+            if named and isinstance(text, str) and EVENT.fullmatch(text):
+                events[text] = path.name
+    return events
+
+
+def test_every_log_event_is_documented():
+    """Each event name logged anywhere in smsroute has a row in docs/events.md, and vice versa."""
+    doc = (Path(__file__).parents[1] / "docs" / "events.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", doc, flags=re.MULTILINE))
+    events = emitted_events()
+    assert {"client.call", "route.fallback", "breaker.state", "balance.low"} <= set(events)
+    missing = {name: where for name, where in events.items() if name not in documented}
+    assert not missing, f"undocumented log events: {missing}"
+    assert not documented - set(events), "documented but never logged"
