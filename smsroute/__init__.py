@@ -37,8 +37,10 @@ from smsroute.routing import Decision, Router, Rule
 from smsroute.segments import initial_carrier
 from smsroute.sqlite_cache import SqliteCache
 from smsroute.types import CacheBackend, LookupClient
+from smsroute.watcher import BalanceWatcher
 
 if _TYPE_CHECKING:
+    from smsroute.metrics import PrometheusCollector
     from smsroute.redis_cache import RedisCache
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "ApiError",
     "Balance",
     "BalanceExhausted",
+    "BalanceWatcher",
     "CacheBackend",
     "CachePolicy",
     "Carrier",
@@ -61,6 +64,7 @@ __all__ = [
     "MemoryCache",
     "NoRoute",
     "NumberNotFound",
+    "PrometheusCollector",
     "RedisCache",
     "RequestRejected",
     "Router",
@@ -80,7 +84,7 @@ __all__ = [
 ]
 
 
-_LAZY = {"RedisCache": "smsroute.redis_cache"}
+_LAZY = {"PrometheusCollector": "smsroute.metrics", "RedisCache": "smsroute.redis_cache"}
 
 
 def __getattr__(name: str) -> _Any:
