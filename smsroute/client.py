@@ -84,7 +84,7 @@ class CarrierClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
-        self._apikey = apikey.strip()
+        self._apikey = _Secret(apikey.strip())
         self.base_url = base_url.rstrip("/")
         self.method = method
         self.timeout = timeout
@@ -256,15 +256,16 @@ class CarrierClient:
         url = self._urls[endpoint]
         try:
             prepared = self._templates[endpoint].copy()
-            query = urlencode(params)
+            # The encoded form is never held in a local: tracebacks that capture
+            # locals (Sentry and the like) would show the apikey.
             if self.method == "POST":
-                prepared.body = query.encode("ascii")
+                prepared.body = urlencode(params).encode("ascii")
                 prepared.headers["Content-Length"] = str(len(prepared.body))
             else:
-                prepared.url = f"{url}?{query}"
-            resp = self._session.send(prepared, timeout=timeout, allow_redirects=False)
-            content = resp.content
+                prepared.url = f"{url}?{urlencode(params)}"
+            resp = self._session.send(prepared, timeout=timeout, allow_redirects=False, stream=True)
             status = resp.status_code
+            content = _read_capped(resp)
             failure = None
         except requests.Timeout as exc:
             failure = f"{endpoint}: timed out ({_describe(exc, self._apikey)})"
@@ -277,8 +278,8 @@ class CarrierClient:
             raise TransportError(failure)
         if status != 200:
             raise TransportError(f"{endpoint}: HTTP {status}")
-        if len(content) > MAX_BODY:
-            raise TransportError(f"{endpoint}: body of {len(content)} bytes is not an answer")
+        if content is None:
+            raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return _decode(content, endpoint, self._apikey)
 
     # -- variants -----------------------------------------------------------
@@ -297,6 +298,33 @@ class CarrierClient:
         }
         kwargs.update(changes)
         return CarrierClient(**kwargs)
+
+
+class _Secret(str):
+    """The apikey: its value goes on the wire, its repr shows in tracebacks' locals."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def _read_capped(resp: requests.Response) -> bytes | None:
+    """Return the body, or None (connection dropped) once it passes MAX_BODY."""
+    # A real answer is ~200 bytes: never read a hostile body into memory
+    # whole. Reading to the end keeps the connection for keep-alive.
+    if resp.raw is None:  # a response built by hand (test doubles) has no stream
+        content = resp.content or b""
+        return content if len(content) <= MAX_BODY else None
+    chunks = []
+    size = 0
+    for chunk in resp.iter_content(MAX_BODY // 4):
+        size += len(chunk)
+        if size > MAX_BODY:
+            resp.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _is_loopback(host: str) -> bool:

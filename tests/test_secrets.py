@@ -409,3 +409,34 @@ def test_router_falls_back_when_tls_is_refused(https_server):
         decision = Router(client, {"移动": "m"}, deadline=1.0).route(NUMBER)
     assert (decision.source, decision.gateway) == ("fallback", "m")
     assert "TransportError" in (decision.reason or "")
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_apikey_not_in_traceback_locals(method):
+    """A traceback that captures local variables (as Sentry does) shows no apikey."""
+    with FakeCarrierServer(apikey=KEY_HEX) as server:
+        server.fault = "http500"
+        client = CarrierClient(
+            KEY_HEX,
+            base_url=server.url,
+            method=method,
+            retry=smsroute.default_retrying(attempts=1),
+        )
+        with client, pytest.raises(TransportError) as caught:
+            client.lookup("13972565391")
+    te = traceback.TracebackException.from_exception(caught.value, capture_locals=True)
+    text = "".join(te.format())
+    assert "params" in text  # the locals were captured...
+    assert KEY_HEX not in text  # ...and the key is not among them
+
+
+def test_huge_body_from_a_real_server_is_refused_unread():
+    """A body over the size limit is a TransportError, read no further than the limit."""
+    big = "x" * (smsroute.client.MAX_BODY * 4)
+    with FakeCarrierServer() as server:
+        server.set_answer("13972565391", area=big)
+        with CarrierClient(server.apikey, base_url=server.url) as client:
+            with pytest.raises(TransportError, match="over"):
+                client.lookup("13972565391")
+            # The connection was dropped; the next call still works.
+            assert client.lookup("13800138000").current is not None
