@@ -55,6 +55,27 @@ class CachePolicy:
         """Return how long ``answer`` is kept at all (fresh plus stale)."""
         return self.negative_ttl if codec.is_negative(answer) else self.ttl + self.stale_ttl
 
+    @classmethod
+    def resolve(
+        cls,
+        policy: CachePolicy | None,
+        ttl: float | None = None,
+        negative_ttl: float | None = None,
+        stale_ttl: float | None = None,
+    ) -> CachePolicy:
+        """Return ``policy`` (or the defaults) with the durations given as keywords."""
+        base = policy or cls()
+        changes = {
+            name: value
+            for name, value in (
+                ("ttl", ttl),
+                ("negative_ttl", negative_ttl),
+                ("stale_ttl", stale_ttl),
+            )
+            if value is not None
+        }
+        return base.copy(**changes) if changes else base
+
     def copy(self, **changes: Any) -> CachePolicy:
         """Return a copy with some fields changed."""
         return replace(self, **changes)
@@ -92,13 +113,7 @@ class MemoryCache:
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
-        policy = policy or CachePolicy()
-        changes = {
-            k: v
-            for k, v in (("ttl", ttl), ("negative_ttl", negative_ttl), ("stale_ttl", stale_ttl))
-            if v is not None
-        }
-        self.policy = policy.copy(**changes) if changes else policy
+        self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
         self.maxsize = maxsize
         self._timer = timer
         self._data: dict[str, int] = {}

@@ -157,13 +157,7 @@ class RedisCache:
             )
         if near_ttl < 0 or lock_ttl <= 0 or backoff < 0:
             raise ValueError("near_ttl and backoff must be >= 0, lock_ttl > 0")
-        policy = policy or CachePolicy()
-        changes = {
-            k: v
-            for k, v in (("ttl", ttl), ("negative_ttl", negative_ttl), ("stale_ttl", stale_ttl))
-            if v is not None
-        }
-        self.policy = policy.copy(**changes) if changes else policy
+        self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
         self.prefix = prefix
         self.near_ttl = float(near_ttl)
         self.lock_ttl = float(lock_ttl)

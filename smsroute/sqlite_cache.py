@@ -90,13 +90,7 @@ class SqliteCache:
         purge_interval: float = 3600.0,
         clock: Clock = time.time,
     ) -> None:
-        policy = policy or CachePolicy()
-        changes = {
-            k: v
-            for k, v in (("ttl", ttl), ("negative_ttl", negative_ttl), ("stale_ttl", stale_ttl))
-            if v is not None
-        }
-        self.policy = policy.copy(**changes) if changes else policy
+        self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
         self.path = str(path)
         self.purge_interval = float(purge_interval)
         self._clock = clock
