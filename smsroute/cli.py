@@ -536,6 +536,10 @@ def _read_numbers(args: argparse.Namespace) -> Iterator[tuple[int, str]]:
             yield from _read_csv(stream, args.column, path)
     except UnicodeDecodeError:
         raise _Exit(f"cannot read {path}: not UTF-8 text", EXIT_USAGE) from None
+    except csv.Error as exc:
+        # A malformed CSV (a cell over the csv module's field limit, ...) is bad
+        # input: one line and exit 2, not a traceback.
+        raise _Exit(f"cannot read {path}: not a readable CSV: {exc}", EXIT_USAGE) from None
     finally:
         if stream is not sys.stdin:
             stream.close()

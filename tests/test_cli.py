@@ -306,6 +306,17 @@ def test_route_usage_errors_exit_2(server, tmp_path, capsys):
     assert server.paid == 0
 
 
+def test_route_unreadable_csv_exits_2_in_one_line(server, tmp_path, capsys):
+    """A CSV cell over the csv module's field limit is bad input: one line, exit 2, no traceback."""
+    source = tmp_path / "big.csv"
+    source.write_text(f'mobile,note\n{PLAIN},"{"a" * 200_000}"\n', encoding="utf-8")
+    assert cli.main(["route", str(source), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "not a readable CSV" in err
+    assert server.paid == 0
+
+
 def test_progress_without_tqdm_prints_a_periodic_line(monkeypatch, capsys):
     """Without tqdm the progress is a line on stderr every two seconds once a run is long."""
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
