@@ -201,26 +201,30 @@ class BalanceWatcher:
     def start(self) -> BalanceWatcher:
         """Start polling in a daemon thread (the first poll at once); a no-op when running."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
                 return self
-            self._stop.clear()
+            # A fresh event per thread: a thread that stop() could not join
+            # (its poll still running) keeps its own, set, event and exits
+            # after that poll, while the new thread polls on.
+            self._stop = stop = threading.Event()
             self._thread = threading.Thread(
-                target=self._run, name="smsroute-balance-watcher", daemon=True
+                target=self._run, args=(stop,), name="smsroute-balance-watcher", daemon=True
             )
             self._thread.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop polling and join the thread, waiting at most ``timeout`` (default: a poll's)."""
-        self._stop.set()
-        thread = self._thread
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.timeout + 1.0 if timeout is None else timeout)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self.poll()
-            if self._stop.wait(self.interval):
+            if stop.wait(self.interval):
                 break
 
     def __enter__(self) -> BalanceWatcher:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 import smsroute
-from smsroute import Alert, Carrier, CarrierClient, Router
+from smsroute import Alert, Balance, Carrier, CarrierClient, Router
 from smsroute.testing import FakeCarrierServer, FakeClock
 from smsroute.watcher import BalanceWatcher
 
@@ -208,6 +209,31 @@ def test_stop_does_not_wait_for_the_interval(client):
     watcher.start()  # restartable
     assert wait_for(lambda: watcher.polls == 2)
     watcher.stop()
+
+
+def test_start_after_a_stop_that_timed_out_keeps_polling():
+    """start() after a stop() whose join timed out (a poll still running) really restarts."""
+    gate = threading.Event()
+    calls: list[float | None] = []
+
+    class Slow:
+        def balance(self, *, timeout=None):
+            calls.append(timeout)
+            if len(calls) == 1:
+                gate.wait(5.0)  # the first poll hangs until released
+            return Balance("预付费", 5000)
+
+    watcher = BalanceWatcher(Slow(), interval=0.01, low_water=LOW_WATER).start()
+    assert wait_for(lambda: len(calls) == 1)
+    watcher.stop(timeout=0.01)  # gives up on the join: the poll is still running
+    watcher.start()
+    gate.set()
+    try:
+        assert wait_for(lambda: len(calls) >= 3)
+        assert watcher.running
+    finally:
+        watcher.stop()
+    assert not watcher.running
 
 
 def test_sends_never_poll_the_balance(server, client):
