@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import json
 import re
 import selectors
@@ -50,6 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from smsroute import segments
 from smsroute.carrier import Carrier
+from smsroute.client import _is_loopback
 
 if TYPE_CHECKING:
     import responses
@@ -926,15 +926,6 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _HTTPServer6(_HTTPServer):
     address_family = socket.AF_INET6
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class FakeCarrierServer(_Facade):
