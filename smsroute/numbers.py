@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from smsroute import segments
 from smsroute.errors import InvalidNumber
 
-__all__ = ["digits", "mask", "normalize"]
+__all__ = ["digits", "mask", "mask_numbers", "normalize"]
 
 # Characters people put between digits; they carry no meaning.
 _SEPARATORS = frozenset(" \t\r\n\u00a0\u3000-.()/_")
@@ -81,6 +82,14 @@ def normalize(text: object, table: segments.SegmentTable | None = None) -> str:
     raise InvalidNumber(
         f"not a mobile segment: {row.prefix} holds {row.length}-digit {row.kind} numbers", text
     )
+
+
+_NUMBER_RUN = re.compile(r"(?<!\d)(\+?86[\s-]?)?(1\d{2})[\s-]?\d{4}[\s-]?(\d{4})(?!\d)")
+
+
+def mask_numbers(text: str) -> str:
+    """Return text with every mobile number in it masked (``139****5391``)."""
+    return _NUMBER_RUN.sub(lambda m: f"{m.group(2)}****{m.group(3)}", text)
 
 
 def mask(number: str) -> str:

@@ -38,7 +38,7 @@ from smsroute.errors import (
     WrongCarrier,
 )
 from smsroute.models import CarrierInfo
-from smsroute.numbers import mask, normalize
+from smsroute.numbers import mask, mask_numbers, normalize
 from smsroute.resilience import Alert, CircuitBreaker, State
 from smsroute.singleflight import SingleFlight
 from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight
@@ -488,6 +488,16 @@ class Router:
                     return None, hit[0], "cache"
                 if end <= self._clock():
                     raise TransportError("deadline: another worker's lookup is slow")
+                # The holder let go without an answer (its lookup failed or ran
+                # out of time). Claim again rather than ask at once: otherwise
+                # every waiting worker of the fleet would pay for the number.
+                try:
+                    claimed = shared.claim(mobile, max(end - self._clock(), 0.05))
+                except Exception as exc:  # noqa: BLE001
+                    self._count_error("cache", exc)
+                    claimed = True
+                if not claimed:
+                    raise TransportError("another worker's lookup of it failed")
             return (*self._ask(mobile, end), "upstream")
         finally:
             if claimed:
@@ -632,18 +642,34 @@ class Router:
         try:
             return call(decision)
         except WrongCarrier as exc:
-            fresh = self.refresh(decision.mobile)
+            fresh = self._reroute(decision)
             _log.warning(
                 "route.wrong_carrier",
                 mobile=mask(decision.mobile),
                 was=str(decision.carrier),
                 now=str(fresh.carrier),
                 source=fresh.source,
-                message=str(exc)[:80],
+                message=mask_numbers(str(exc)[:80]),
             )
             if fresh.carrier == decision.carrier:
                 raise
             return call(fresh)
+
+    def _reroute(self, refused: Decision) -> Decision:
+        # A burst of sends to one ported number all come back WrongCarrier. The
+        # first one's refresh pays for the new answer; the others must use it,
+        # not delete it and pay again. So: a fresh cached answer other than the
+        # refused one is the new answer; only the refused one is dropped.
+        mobile = refused.mobile
+        try:
+            hit = self._cache.get(mobile)
+        except Exception as exc:  # noqa: BLE001 - a broken cache must not fail a send
+            self._count_error("cache", exc)
+            hit = None
+        fresh = hit is not None and hit[1] and hit[0] != refused._answer
+        if fresh and hit is not None and not codec.is_negative(hit[0]):
+            return self._counted(self._from_answer(mobile, hit[0], "cache", None, None))
+        return self.refresh(mobile)
 
     def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""

@@ -175,12 +175,18 @@ class SharedCache(MemoryCache):
     """A MemoryCache that also implements SharedFlight, as a fleet's shared store would.
 
     ``claims`` is what claim() answers; ``other_answer`` is what another
-    worker stores while this one waits (None: it never answers).
+    worker stores while this one waits (None: it never answers). After a wait
+    that brought no fresh answer the holder has let go, so a new claim wins,
+    unless ``reclaimable`` is False (another worker claimed it first).
     """
 
-    def __init__(self, *args: Any, claims: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, claims: bool = False, reclaimable: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.claims = claims
+        self.reclaimable = reclaimable
+        self._holder_gone = False
         self.other_answer: int | None = None
         self.other_fresh = True
         self.log: list[tuple[str, str, float | None]] = []
@@ -191,18 +197,21 @@ class SharedCache(MemoryCache):
         self.log.append(("claim", number, ttl))
         if "claim" in self.raise_on:
             raise ConnectionError("shared store down")
-        return self.claims
+        return self.claims or (self._holder_gone and self.reclaimable)
 
     def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
         """Store the other worker's answer (if any) and return what the store now holds."""
         self.log.append(("wait", number, timeout))
         if "wait" in self.raise_on:
+            self._holder_gone = True
             raise ConnectionError("shared store down")
         if self.other_answer is None:
+            self._holder_gone = True
             return None
         if self.other_fresh:
             self.set(number, self.other_answer)
             return self.get(number)
+        self._holder_gone = True
         return (self.other_answer, False)
 
     def release(self, number: str) -> None:

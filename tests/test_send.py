@@ -142,6 +142,39 @@ def test_wrong_carrier_heals_and_retries_once(clock):
     assert (hit.source, hit.carrier) == ("cache", T)
 
 
+def test_wrong_carrier_burst_pays_once(clock):
+    """Sends routed on the same wrong answer and refused together buy one fresh answer."""
+    client = ported_later()
+    router, _ = make(client, clock)
+    first = router.route(MOBILE_NO)  # 移动, now cached
+    second = router.route(MOBILE_NO)  # routed on the same wrong answer, before any refusal
+    assert (first.carrier, second.carrier, second.source) == (M, M, "cache")
+    refusal = WrongCarrier("号码不属于本网")
+
+    def refuse(decision: Decision) -> str:
+        if decision.carrier == M:
+            raise refusal
+        return str(decision.carrier)
+
+    assert router._deliver(first, refuse) == "电信"
+    assert router._deliver(second, refuse) == "电信"  # uses the answer the first one paid for
+    assert client.calls == [MOBILE_NO, MOBILE_NO]  # the original lookup and one refresh
+
+
+def test_wrong_carrier_log_masks_numbers_in_the_gateway_message(clock, caplog):
+    """The gateway's refusal text is logged with any phone number in it masked."""
+    client = ported_later()
+    router, gw = make(client, clock)
+    router.route(MOBILE_NO)
+    gw[M].raises = WrongCarrier(f"号码{MOBILE_NO}不属于本网")
+    with caplog.at_level("WARNING", logger="smsroute"):
+        router.send(MOBILE_NO, "hi")
+    text = caplog.text
+    assert "route.wrong_carrier" in text
+    assert MOBILE_NO not in text
+    assert f"{MOBILE_NO[:3]}****{MOBILE_NO[-4:]}" in text
+
+
 def test_wrong_carrier_same_operator_propagates(clock):
     """If the fresh answer names the same operator, the gateway's WrongCarrier propagates."""
     refusal = WrongCarrier("号码不属于本网")

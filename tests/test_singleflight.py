@@ -227,6 +227,16 @@ def test_no_answer_from_the_holder_asks_itself(clock):
     assert client.calls == [MOBILE_NO]
 
 
+def test_holder_gave_up_and_another_worker_reclaimed(clock):
+    """When the holder let go and another waiter claimed first, this one pays nothing."""
+    cache = SharedCache(timer=clock, claims=False, reclaimable=False)
+    client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
+    d = shared_router(cache, clock, client).route(MOBILE_NO)
+    assert (d.source, d.carrier) == ("fallback", M)
+    assert client.calls == []
+    assert cache.ops() == ["claim", "wait", "claim"]
+
+
 def test_holder_too_slow_falls_back_without_a_query(clock):
     """When the wait used up the deadline, the router falls back rather than ask late."""
 
