@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -195,25 +197,135 @@ def test_two_processes_write_one_file(path):
 
 
 def test_locked_file_does_not_fail_a_send(path, caplog):
-    """While another process holds the write lock, set() gives up after busy_timeout, quietly."""
-    cache = SqliteCache(path, busy_timeout=0.05)
+    """While another process holds the write lock, set() gives up after write_timeout, quietly.
+
+    busy_timeout (1 s by default) is for opening and purging only: a send
+    waits at most write_timeout (0.05 s) for the file.
+    """
+    cache = SqliteCache(path)
     cache.set(MOBILE_NO, PORTED)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         with caplog.at_level(logging.WARNING, logger="smsroute"):
-            cache.set(MOBILE_NO, PLAIN)
-            cache.set(TELECOM_NO, PLAIN)
+            for write in (
+                lambda: cache.set(MOBILE_NO, PLAIN),
+                lambda: cache.set(TELECOM_NO, PLAIN),
+                lambda: cache.delete(MOBILE_NO),
+            ):
+                started = time.monotonic()
+                write()
+                assert time.monotonic() - started < 0.5  # not busy_timeout's 1 s
             assert cache.get(MOBILE_NO) == (PORTED, True)  # WAL: readers are not blocked
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert cache.errors == 2
+    assert cache.errors == 3
     warnings = [r for r in caplog.records if "cache.sqlite.error" in r.getMessage()]
     assert len(warnings) == 1
     cache.set(MOBILE_NO, PLAIN)
     assert cache.get(MOBILE_NO) == (PLAIN, True)
     cache.close()
+
+
+def test_a_read_does_not_queue_behind_a_blocked_write(path):
+    """A get() answers while another thread's set() is still waiting for the file."""
+    cache = SqliteCache(path, write_timeout=5.0)
+    cache.set(MOBILE_NO, PORTED)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = threading.Thread(target=cache.set, args=(TELECOM_NO, PLAIN))
+    try:
+        writer.start()
+        time.sleep(0.2)  # the writer is now waiting for the file, inside the cache
+        assert cache.get(MOBILE_NO) == (PORTED, True)
+        assert writer.is_alive()  # the read did not wait for it
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        writer.join(10)
+    assert cache.get(TELECOM_NO) == (PLAIN, True)  # the write went in once the lock was free
+    assert cache.errors == 0
+    cache.close()
+
+
+def test_a_set_purges_one_window_at_a_time(path):
+    """Past purge_interval each set() purges at most purge_batch rows, until the sweep is done."""
+    clock = FakeClock()
+    with SqliteCache(path, clock=clock, purge_interval=500, purge_batch=10, **POLICY) as cache:
+        for i in range(100):
+            cache.set(f"1390000{i:04d}", PORTED)
+        clock.advance(TTL + STALE_TTL + 2)  # all 100 past their stale window
+        purged = [cache.stats()["purged"]]
+        for i in range(15):
+            cache.set(f"1500000{i:04d}", PLAIN)
+            purged.append(cache.stats()["purged"])
+        steps = [b - a for a, b in itertools.pairwise(purged)]
+        assert max(steps) <= 10
+        assert purged[-1] == 100  # the sweep went round: every expired row is gone
+        assert len(cache) == 15
+        # The sweep is over: the next sets purge nothing until purge_interval.
+        cache.set("13900009999", PLAIN)
+        assert cache.stats()["purged"] == 100
+
+
+def test_purge_on_open_in_windows(path):
+    """Opening the file sweeps it whole, window by window, and counts what is left."""
+    clock = FakeClock()
+    with SqliteCache(path, clock=clock, **POLICY) as cache:
+        for i in range(40):
+            cache.set(f"1390000{i:04d}", PORTED if i % 2 else codec.NOT_FOUND)
+    clock.advance(NEGATIVE_TTL + 2)  # the 20 negatives are gone, the answers fresh
+    with SqliteCache(path, clock=clock, purge_batch=3, **POLICY) as cache:
+        assert cache.stats()["purged"] == 20
+        assert len(cache) == 20
+        assert cache.get("13900000001") == (PORTED, True)
+
+
+def test_len_runs_no_query(path):
+    """len() (every stats() scrape) is a counter: no statement on the file, no lock."""
+    with SqliteCache(path) as cache:
+        cache.set(MOBILE_NO, PORTED)
+        statements: list[str] = []
+        connections = {id(c): c for c in (cache._db, getattr(cache, "_rdb", None)) if c}
+        for conn in connections.values():
+            conn.set_trace_callback(statements.append)
+        sizes: list[int] = []
+        scrape = threading.Thread(target=lambda: sizes.extend([len(cache), cache.stats()["size"]]))
+        with cache._lock:  # a send holding the write lock does not hold up a scrape
+            scrape.start()
+            scrape.join(5)
+            done = not scrape.is_alive()
+        scrape.join(5)
+        assert done
+        assert sizes == [1, 1]
+        assert statements == []
+
+
+def test_len_is_approximate_across_processes(path):
+    """len() follows this process's writes at once and other processes' at the next purge."""
+    with SqliteCache(path) as cache:
+        cache.set(MOBILE_NO, PORTED)
+        cache.set(MOBILE_NO, PLAIN)  # a replacement is not a new row
+        cache.set(TELECOM_NO, PLAIN)
+        cache.delete(TELECOM_NO)
+        cache.delete(TELECOM_NO)  # nothing to delete
+        assert len(cache) == 1
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute(
+            "INSERT INTO answers VALUES (13712340001, ?, 'N'), (13712340002, ?, 'N')",
+            (2**40, 2**40),
+        )
+        other.close()
+        assert len(cache) == 1
+        assert cache.purge() == 0
+        assert len(cache) == 3
+
+
+def test_purge_batch_must_be_positive(path):
+    """A purge window of no rows would never finish a sweep."""
+    with pytest.raises(ValueError, match="purge_batch"):
+        SqliteCache(path, purge_batch=0)
 
 
 def test_corrupt_row_reads_as_a_miss(path):
