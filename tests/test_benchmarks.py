@@ -1,0 +1,75 @@
+"""The benchmarks' quick mode runs end to end, so that they never rot.
+
+Only that it runs and writes well-formed JSON with every figure is checked:
+never a timing, never whether an aim was met (that is for the full mode on a
+quiet machine, see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+def _no_constants(name: str) -> object:
+    raise AssertionError(f"{name} in the figures JSON: not strict JSON")
+
+
+def test_quick_mode_writes_every_figure(tmp_path):
+    """``run.py --quick --json PATH`` exits 0 and writes figures 1-7, each well-formed."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    data = json.loads(out.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    assert data["mode"] == "quick"
+    assert isinstance(data["met"], bool)
+    assert data["machine"]["python"]
+    assert set(data["figures"]) == {str(n) for n in range(1, 8)}
+    for number, fig in data["figures"].items():
+        assert fig["title"], number
+        assert isinstance(fig["met"], bool), number
+        assert isinstance(fig["context"], dict), number
+        assert fig["measures"], number
+        for m in fig["measures"]:
+            assert isinstance(m["name"], str), number
+            assert m["name"], number
+            assert isinstance(m["aim"], str), number
+            assert m["aim"], number
+            assert isinstance(m["met"], bool), number
+            if m.get("skipped"):  # e.g. figure 1 without the bench extra installed
+                assert m["value"] is None, number
+            else:
+                assert isinstance(m["value"], (int, float)), (number, m)
+                assert math.isfinite(m["value"]), (number, m)
+        # The table printed a row for each figure.
+        assert any(line.lstrip().startswith(f"{number} ") for line in proc.stdout.splitlines())
+
+
+def test_only_runs_the_chosen_figures(tmp_path):
+    """``--only 4,7`` writes figures 4 and 7 and nothing else."""
+    out = tmp_path / "some.json"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--only", "4,7", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    assert set(data["figures"]) == {"4", "7"}
