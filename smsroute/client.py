@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 import requests.adapters
 import requests.utils
+import urllib3
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -209,12 +210,12 @@ class CarrierClient:
         code: int | None = None
         error: str | None = None
         try:
-            timeout = self.timeout
+            timeout: Timeout | urllib3.Timeout = self.timeout
             if deadline is not None:
                 left = deadline - self._clock()
                 if left <= 0:
                     raise TransportError(f"{endpoint}: no time left in the deadline")
-                timeout = _cap(timeout, left)
+                timeout = _cap(self.timeout, left)
             body = self._request(endpoint, params, timeout)
             code = _code_of(body, endpoint)
             if code != 0:
@@ -251,7 +252,7 @@ class CarrierClient:
         return self._session.prepare_request(request)
 
     def _request(
-        self, endpoint: str, params: dict[str, str], timeout: Timeout
+        self, endpoint: str, params: dict[str, str], timeout: Timeout | urllib3.Timeout
     ) -> Mapping[str, Any]:
         url = self._urls[endpoint]
         try:
@@ -263,7 +264,10 @@ class CarrierClient:
                 prepared.headers["Content-Length"] = str(len(prepared.body))
             else:
                 prepared.url = f"{url}?{urlencode(params)}"
-            resp = self._session.send(prepared, timeout=timeout, allow_redirects=False, stream=True)
+            # requests takes a urllib3 Timeout too, though its stubs do not say so.
+            resp = self._session.send(
+                prepared, timeout=cast(Any, timeout), allow_redirects=False, stream=True
+            )
             status = resp.status_code
             content = _read_capped(resp)
             failure = None
@@ -336,10 +340,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _cap(timeout: Timeout, left: float) -> Timeout:
-    if isinstance(timeout, tuple):
-        return (min(timeout[0], left), min(timeout[1], left))
-    return min(timeout, left)
+def _cap(timeout: Timeout, left: float) -> urllib3.Timeout:
+    # `total` bounds connect, write and read together: a (connect, read)
+    # pair alone starts the read clock only after the request was written.
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return urllib3.Timeout(connect=min(connect, left), read=min(read, left), total=left)
 
 
 def _describe(exc: BaseException, apikey: str) -> str:

@@ -140,6 +140,10 @@ class CircuitBreaker:
         """Return the alert of the incident in progress, or None."""
         return self._incident
 
+    def rejecting(self) -> bool:
+        """Return True while open and cooling down: a call now would be refused (no lock)."""
+        return self._state == "open" and self._clock() < self._open_until
+
     def allow(self) -> bool:
         """Return True when a call may go upstream now (claims the probe when half-open)."""
         if self._state == "closed":  # lock-free fast path; a stale read only delays a probe

@@ -49,6 +49,7 @@ __all__ = ["Decision", "Router", "Rule", "Source"]
 Source = Literal["cache", "upstream", "stale", "fallback"]
 SOURCES: Final[tuple[Source, ...]] = ("cache", "upstream", "stale", "fallback")
 DEFAULT_DEADLINE: Final = 0.5  # seconds; the vendor answers in ~10 ms
+_HEADROOM: Final = 0.02  # seconds of a deadline kept back from the client; see _ask()
 
 _log = get_logger()
 _STDLIB = logging.getLogger("smsroute")  # what _log writes through; see smsroute._log
@@ -426,6 +427,11 @@ class Router:
         self, mobile: str, stale: tuple[int, bool] | None, deadline: float | None
     ) -> Decision:
         budget = self.deadline if deadline is None else deadline
+        if self._shared is None and self.breaker.rejecting():
+            # No call can be made: skip the flight and its exception (half the
+            # cost of a send while the vendor is down). With a shared cache the
+            # flight still runs, since another worker may bring the answer.
+            return self._fallback(mobile, stale, "circuit open")
         end = self._clock() + budget
         flight, leader = self._flights.join(mobile)
         if not leader:
@@ -515,6 +521,10 @@ class Router:
         if left <= 0:
             self.breaker.release()
             raise TransportError("deadline: no time left for the upstream")
+        # Keep headroom for what follows a timed-out call (unwinding, the
+        # fallback, and many threads timing out at once taking turns on the
+        # GIL), so that route() returns within its deadline, not just after.
+        left -= min(_HEADROOM, 0.1 * left)
         self._counts["upstream_calls"].bump()
         started = time.perf_counter()
         try:

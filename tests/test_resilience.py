@@ -524,3 +524,20 @@ def test_follower_returns_within_its_deadline_when_the_leader_hangs():
     assert d.reason is not None
     assert d.reason.startswith("deadline")
     assert client.calls == [MOBILE_NO]
+
+
+def test_open_breaker_skips_the_flight(clock):
+    """While the breaker is open and cooling down, route() falls back without a flight."""
+    breaker = CircuitBreaker(threshold=1, cooldown=10.0, clock=clock)
+    client = FakeClient(script=[api_error(-8)])
+    router = Router(
+        client, {"移动": "m"}, cache=MemoryCache(timer=clock), breaker=breaker, clock=clock
+    )
+    assert router.route("13800138000").source == "fallback"  # opens the breaker
+    assert breaker.rejecting()
+    d = router.route("13800138001")
+    assert (d.source, d.reason) == ("fallback", "circuit open")
+    assert router.stats()["coalesced"] == 0
+    assert len(router._flights) == 0
+    clock.advance(10.0)
+    assert not breaker.rejecting()  # cooled down: the next call may probe
