@@ -21,6 +21,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from smsroute._log import get_logger
 from smsroute.errors import (
     ApiError,
     BalanceExhausted,
@@ -39,6 +40,8 @@ __all__ = [
     "default_retrying",
     "is_retryable",
 ]
+
+_log = get_logger()
 
 RETRYABLE: Final = (ServiceError, TransportError)
 # Nothing succeeds after these until a person acts: open at once and alert.
@@ -235,18 +238,16 @@ class CircuitBreaker:
             try:
                 self.on_alert(alert)
             except Exception:  # noqa: BLE001 - an alert hook must never break a send
-                from smsroute._log import get_logger
-
-                get_logger().exception("breaker.alert_hook_failed", kind=kind)
+                _log.exception("breaker.alert_hook_failed", kind=kind)
 
     def _notify(self, old: State, new: State, reason: str) -> None:
+        # The breaker logs its own transitions: once, however many routers share it.
+        _log.warning("breaker.state", old=old, new=new, reason=reason)
         for listener in self.listeners:
             try:
                 listener.state_change(old, new, reason)
             except Exception:  # noqa: BLE001 - listeners observe; they must not break routing
-                from smsroute._log import get_logger
-
-                get_logger().exception("breaker.listener_failed")
+                _log.exception("breaker.listener_failed")
 
     def __repr__(self) -> str:
         return f"CircuitBreaker(state={self.state!r}, failures={self._failures})"

@@ -40,7 +40,7 @@ from smsroute.errors import (
 )
 from smsroute.models import CarrierInfo
 from smsroute.numbers import mask, mask_numbers, normalize
-from smsroute.resilience import Alert, CircuitBreaker, State
+from smsroute.resilience import Alert, CircuitBreaker
 from smsroute.singleflight import SingleFlight
 from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight
 
@@ -264,8 +264,11 @@ class Router:
         if breaker is None:
             breaker = CircuitBreaker(clock=clock)
         if on_alert is not None:
+            if breaker.on_alert is not None and breaker.on_alert is not on_alert:
+                raise ConfigurationError(
+                    "on_alert given to both the Router and its breaker: pass it to one"
+                )
             breaker.on_alert = on_alert
-        breaker.listeners.append(self)
         self.breaker = breaker
         self._flights: SingleFlight[tuple[CarrierInfo | None, int, Source]] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
@@ -619,12 +622,6 @@ class Router:
             self._errors[code] = self._errors.get(code, 0) + 1
         if code == "cache":
             _log.warning("cache.error", error=type(exc).__name__)
-
-    # -- breaker listener ---------------------------------------------------------
-
-    def state_change(self, old: State, new: State, reason: str) -> None:
-        """Log breaker transitions (the router listens to its breaker)."""
-        _log.warning("breaker.state", old=old, new=new, reason=reason)
 
     # -- send path ----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from smsroute.client import CarrierClient
 from smsroute.errors import (
     BalanceExhausted,
     CircuitOpen,
+    ConfigurationError,
     InvalidNumber,
     LookupFailed,
     NumberNotFound,
@@ -541,3 +542,21 @@ def test_open_breaker_skips_the_flight(clock):
     assert len(router._flights) == 0
     clock.advance(10.0)
     assert not breaker.rejecting()  # cooled down: the next call may probe
+
+
+def test_routers_sharing_a_breaker_log_each_transition_once(clock, caplog):
+    """Many routers on one breaker neither pile up as listeners nor repeat its log lines."""
+    breaker = CircuitBreaker(threshold=1, clock=clock)
+    routers = [Router(FakeClient(), {"移动": "m"}, breaker=breaker, clock=clock) for _ in range(5)]
+    assert breaker.listeners == []
+    with caplog.at_level("WARNING", logger="smsroute"):
+        breaker.failure(api_error(-8))
+    assert caplog.text.count("breaker.state") == 1
+    assert len(routers) == 5
+
+
+def test_on_alert_given_twice_is_refused(clock):
+    """A router refuses an on_alert when its breaker already has a different one."""
+    breaker = CircuitBreaker(clock=clock, on_alert=lambda alert: None)
+    with pytest.raises(ConfigurationError, match="on_alert"):
+        Router(FakeClient(), {"移动": "m"}, breaker=breaker, on_alert=lambda alert: None)
