@@ -15,15 +15,11 @@ from typing import Any
 
 import structlog
 
+from smsroute.numbers import mask_numbers
+
 __all__ = ["get_logger", "redact"]
 
 _STDLIB = logging.getLogger("smsroute")
-
-
-def _drop_if_disabled(logger: Any, method_name: str, event_dict: Any) -> Any:
-    # filter_by_level asks the stdlib logger: a debug event costs almost
-    # nothing when the host has not enabled debug for "smsroute".
-    return structlog.stdlib.filter_by_level(logger, method_name, event_dict)
 
 
 def get_logger(name: str = "smsroute") -> Any:
@@ -32,7 +28,9 @@ def get_logger(name: str = "smsroute") -> Any:
     return structlog.wrap_logger(
         std,
         processors=[
-            _drop_if_disabled,
+            # Asks the stdlib logger first: a debug event costs almost nothing
+            # when the host has not enabled debug for "smsroute".
+            structlog.stdlib.filter_by_level,
             structlog.processors.add_log_level,
             structlog.processors.LogfmtRenderer(key_order=["event"], drop_missing=True),
         ],
@@ -43,13 +41,12 @@ def get_logger(name: str = "smsroute") -> Any:
 
 
 _APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"]+", re.IGNORECASE)
-_MOBILE_RE = re.compile(r"(mobile=1[0-9]{2})[0-9]{4}([0-9]{4})\b")
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Return text with ``apikey=...`` values (and the secret) masked, ``mobile=`` numbers too."""
+    """Return text with ``apikey=...`` values (and the secret) and mobile numbers masked."""
     text = _APIKEY_RE.sub(r"\1***", text)
-    text = _MOBILE_RE.sub(r"\1****\2", text)
+    text = mask_numbers(text)
     if secret:
         text = text.replace(secret, "***")
     return text
