@@ -7,7 +7,6 @@ request itself: never in a log line, an exception message or a repr.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import threading
@@ -35,6 +34,7 @@ from smsroute._version import __version__
 from smsroute.carrier import Carrier
 from smsroute.errors import ConfigurationError, LookupFailed, TransportError, error_for_code
 from smsroute.models import Balance, CarrierInfo
+from smsroute.netaddr import is_loopback
 from smsroute.numbers import mask, normalize
 from smsroute.resilience import default_retrying, is_retryable
 
@@ -123,7 +123,7 @@ class CarrierClient:
         self._lock = threading.Lock()
         if method == "GET":
             install_urllib3_redaction()  # urllib3 logs request URLs, apikey included
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             warnings.warn(
                 f"smsroute: plain http:// to {parts.hostname}: the apikey travels in clear; "
                 "use https://",
@@ -329,15 +329,6 @@ def _read_capped(resp: requests.Response) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _cap(timeout: Timeout, left: float) -> urllib3.Timeout:

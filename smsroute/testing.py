@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from smsroute import segments
 from smsroute.carrier import Carrier
-from smsroute.client import _is_loopback
+from smsroute.netaddr import is_loopback
 
 if TYPE_CHECKING:
     import responses
@@ -952,7 +952,7 @@ class FakeCarrierServer(_Facade):
         allow_remote: bool = False,
         simulator: VendorSimulator | None = None,
     ) -> None:
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise ValueError(
                 f"refusing to bind {host!r}: a test server listens on loopback only"
                 " (pass allow_remote=True to override)"
