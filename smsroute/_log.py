@@ -10,12 +10,11 @@ handler shows warnings and above only).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import structlog
 
-from smsroute.numbers import mask_numbers
+from smsroute.core.vendor import redact
 
 __all__ = ["get_logger", "redact"]
 
@@ -38,18 +37,6 @@ def get_logger(name: str = "smsroute") -> Any:
         context_class=dict,
         cache_logger_on_first_use=True,
     )
-
-
-_APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def redact(text: str, secret: str | None = None) -> str:
-    """Return text with ``apikey=...`` values (and the secret) and mobile numbers masked."""
-    text = _APIKEY_RE.sub(r"\1***", text)
-    text = mask_numbers(text)
-    if secret:
-        text = text.replace(secret, "***")
-    return text
 
 
 class RedactApikey(logging.Filter):

@@ -7,8 +7,6 @@ request itself: never in a log line, an exception message or a repr.
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 import time
 import warnings
@@ -29,27 +27,23 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from smsroute._log import get_logger, install_urllib3_redaction, redact
+from smsroute._log import get_logger, install_urllib3_redaction
 from smsroute._version import __version__
-from smsroute.carrier import Carrier
-from smsroute.errors import ConfigurationError, LookupFailed, TransportError, error_for_code
+from smsroute.core import vendor
+from smsroute.core.vendor import MAX_BODY, redact
+from smsroute.errors import ConfigurationError, LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.netaddr import is_loopback
 from smsroute.numbers import mask, normalize
 from smsroute.resilience import default_retrying, is_retryable
 
-__all__ = ["DEFAULT_BASE_URL", "CarrierClient"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_BODY", "CarrierClient"]
 
 DEFAULT_BASE_URL: Final = "https://isp.qxt800.com"
 DEFAULT_TIMEOUT: Final = (2.0, 3.0)  # (connect, read) seconds; the vendor answers in ~10 ms
-MAX_BODY: Final = 64 * 1024  # a real answer is ~200 bytes; anything huge is not one
 USER_AGENT: Final = f"smsroute/{__version__} python-requests/{requests.__version__}"
 
 _log = get_logger()
-# The vendor's own document shows JSON with trailing commas: `"balance": "12048",    }`.
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
-_RES_VALUES: Final = frozenset({0, 1, 3, 4})
-_INT_TEXT: Final = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, bounded
 
 Timeout = float | tuple[float, float]
 _T = TypeVar("_T")
@@ -156,12 +150,25 @@ class CarrierClient:
         for a number that fails :func:`smsroute.normalize`.
         """
         mobile = normalize(number)
-        params = {"apikey": self._apikey, "mobile": mobile}
-        return self._call("/carrier", params, mobile, timeout, lambda b: _parse_carrier(b, mobile))
+        key = self._apikey
+        return self._call(
+            vendor.CARRIER,
+            vendor.carrier_form(key, mobile),
+            mobile,
+            timeout,
+            lambda body, masked: vendor.read_carrier(body, mobile, key, masked=masked),
+        )
 
     def balance(self, *, timeout: float | None = None) -> Balance:
         """Return the account's fee type and remaining queries."""
-        return self._call("/balance", {"apikey": self._apikey}, "", timeout, _parse_balance)
+        key = self._apikey
+        return self._call(
+            vendor.BALANCE,
+            vendor.balance_form(key),
+            "",
+            timeout,
+            lambda body, _masked: vendor.read_balance(body, key),
+        )
 
     # -- the one boundary ---------------------------------------------------
 
@@ -171,7 +178,7 @@ class CarrierClient:
         params: dict[str, str],
         mobile: str,
         timeout: float | None,
-        parse: Callable[[Mapping[str, Any]], _T],
+        parse: Callable[[bytes, str], _T],
     ) -> _T:
         deadline: float | None = None
         retrying = self._retrying
@@ -204,7 +211,7 @@ class CarrierClient:
         masked: str,
         attempt: int,
         deadline: float | None,
-        parse: Callable[[Mapping[str, Any]], _T],
+        parse: Callable[[bytes, str], _T],
     ) -> _T:
         started = time.perf_counter()
         code: int | None = None
@@ -216,22 +223,16 @@ class CarrierClient:
                 if left <= 0:
                     raise TransportError(f"{endpoint}: no time left in the deadline")
                 timeout = _cap(self.timeout, left)
-            body = self._request(endpoint, params, timeout)
-            code = _code_of(body, endpoint)
-            if code != 0:
-                reason = redact(str(body.get("reason", "")), self._apikey)
-                raise error_for_code(code, reason, endpoint=endpoint, mobile=masked)
-            # Parse inside the attempt, so that an unreadable result is logged as
-            # this attempt's error. An unreadable /carrier result is not retried:
-            # the vendor answered code 0 and charged for it, and asking again
-            # would pay again for the same answer. (/balance is free: retried.)
-            try:
-                return parse(body)
-            except TransportError as exc:
-                exc.retryable = endpoint != "/carrier"
-                raise
+            content = self._request(endpoint, params, timeout)
+            # Parsed inside the attempt, so that an unreadable result is logged
+            # as this attempt's error (and, for /carrier, not retried: see
+            # vendor.read_carrier).
+            result = parse(content, masked)
+            code = 0
+            return result
         except LookupFailed as exc:
             error = type(exc).__name__
+            code = getattr(exc, "code", None)
             raise
         finally:
             _log.debug(
@@ -253,7 +254,7 @@ class CarrierClient:
 
     def _request(
         self, endpoint: str, params: dict[str, str], timeout: Timeout | urllib3.Timeout
-    ) -> Mapping[str, Any]:
+    ) -> bytes:
         url = self._urls[endpoint]
         try:
             prepared = self._templates[endpoint].copy()
@@ -284,7 +285,7 @@ class CarrierClient:
             raise TransportError(f"{endpoint}: HTTP {status}")
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
-        return _decode(content, endpoint, self._apikey)
+        return content
 
     # -- variants -----------------------------------------------------------
 
@@ -341,112 +342,3 @@ def _cap(timeout: Timeout, left: float) -> urllib3.Timeout:
 def _describe(exc: BaseException, apikey: str) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {redact(text, apikey)}" if text else type(exc).__name__
-
-
-def _decode(content: bytes, endpoint: str, apikey: str) -> Mapping[str, Any]:
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TransportError(f"{endpoint}: body is not UTF-8") from None
-    if apikey in text:
-        # A vendor that echoes the key (in a reason, an error page) must not
-        # put it into our messages: mask it before anything reads the body.
-        text = text.replace(apikey, "***")
-    try:
-        body = json.loads(text, object_pairs_hook=_unique)
-    except ValueError:
-        try:
-            body = json.loads(_TRAILING_COMMA.sub(r"\1", text), object_pairs_hook=_unique)
-        except (ValueError, RecursionError):
-            snippet = redact(text[:200])[:40]
-            raise TransportError(f"{endpoint}: body is not JSON: {snippet!r}") from None
-    except RecursionError:
-        raise TransportError(f"{endpoint}: body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise TransportError(f"{endpoint}: body is not a JSON object")
-    return cast("Mapping[str, Any]", body)
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json keeps the last of a repeated key: "code" -8 then 0, or two
-    # different Now_isp, is an ambiguous answer and must not be cached.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("a key is repeated")
-    return obj
-
-
-def _int(value: object) -> int | None:
-    """Return an int or ASCII-digit text as an int, else None (int() takes "٣", "1_0", "²")."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
-        return int(value)
-    return None
-
-
-def _code_of(body: Mapping[str, Any], endpoint: str) -> int:
-    code = _int(body.get("code"))
-    if code is None:
-        raise TransportError(f"{endpoint}: answer has no integer code")
-    return code
-
-
-def _text(result: Mapping[str, Any], key: str, *, required: bool = True) -> str:
-    value = result.get(key)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise TransportError(f"/carrier: field {key} is missing or not text")
-    return value.strip()
-
-
-def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
-    result = body.get("result")
-    if not isinstance(result, dict):
-        raise TransportError("/carrier: answer has no result object")
-    res_text = result.get("res")
-    if isinstance(res_text, bool) or not isinstance(res_text, (str, int)):
-        raise TransportError("/carrier: field res is missing")
-    res = _int(res_text)
-    if res is None:
-        raise TransportError(f"/carrier: field res is not a number: {str(res_text)[:20]!r}")
-    if res not in _RES_VALUES:
-        raise TransportError(f"/carrier: unknown res {res}")
-    echoed = result.get("Mobile")
-    if echoed is not None and str(echoed).strip() != mobile:
-        raise TransportError("/carrier: the answer is for another number")
-    init_text = _text(result, "Init_isp")
-    now_text = _text(result, "Now_isp")
-    initial = Carrier.parse(init_text)
-    current = Carrier.parse(now_text)
-    # An operator we cannot name cannot be routed to: treat it as no answer,
-    # so it is never cached and the fallback chain takes over.
-    if initial is None:
-        raise TransportError(f"/carrier: unknown Init_isp {init_text[:20]!r}")
-    if current is None:
-        raise TransportError(f"/carrier: unknown Now_isp {now_text[:20]!r}")
-    area = _text(result, "Area", required=False)
-    if len(area) > 64:
-        raise TransportError("/carrier: field Area is too long")
-    if not area.isprintable():
-        # Control characters or lone surrogates: the shared caches' text form
-        # (codec.dumps/loads) refuses them, so such an answer could never be kept.
-        raise TransportError("/carrier: field Area is not printable text")
-    return CarrierInfo(mobile, res, area, initial, current, result)
-
-
-def _parse_balance(body: Mapping[str, Any]) -> Balance:
-    result = body.get("result")
-    if not isinstance(result, dict):
-        raise TransportError("/balance: answer has no result object")
-    fee_type = result.get("feeType")
-    value = result.get("balance")
-    if not isinstance(fee_type, str):
-        raise TransportError("/balance: field feeType is missing")
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise TransportError("/balance: field balance is missing")
-    remaining = _int(value)
-    if remaining is None:
-        raise TransportError(f"/balance: balance is not a number: {str(value)[:20]!r}")
-    return Balance(fee_type.strip(), remaining, result)

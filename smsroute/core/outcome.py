@@ -1,0 +1,147 @@
+"""Judging what a lookup brought back: what the breaker learns, what is cached, why we fell back.
+
+One place answers, for every front end:
+
+* which errors count against the breaker (caller mistakes and per-number
+  answers never do; account problems open it at once),
+* which outcomes are stored as negatives (the vendor does not know the number),
+* when a stale answer may still be served,
+* the fallback reason shown in ``Decision.reason`` and counted in stats.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, NamedTuple
+
+from smsroute import codec
+from smsroute.errors import (
+    ApiError,
+    BalanceExhausted,
+    CircuitOpen,
+    InvalidNumber,
+    LookupFailed,
+    NumberNotFound,
+    ServiceError,
+    TransportError,
+    Unauthorized,
+)
+from smsroute.models import CarrierInfo
+
+__all__ = [
+    "CIRCUIT_OPEN",
+    "HARD",
+    "RETRYABLE",
+    "Blame",
+    "Judgement",
+    "blame",
+    "check_answer",
+    "is_retryable",
+    "judge_error",
+    "reason",
+    "reason_key",
+    "usable_stale",
+]
+
+RETRYABLE: Final = (ServiceError, TransportError)
+# Nothing succeeds after these until a person acts: open at once and alert.
+HARD: Final = (Unauthorized, BalanceExhausted)
+CIRCUIT_OPEN: Final = "circuit open"
+
+
+class Blame(enum.Enum):
+    """What an outcome tells the breaker about the upstream."""
+
+    HEALTHY = "healthy"
+    """It answered (even "no such number"): resets the failure count."""
+    DOWN = "down"
+    """No answer: counts towards opening."""
+    HARD = "hard"
+    """An account problem (wrong key, no balance): opens at once, alerts."""
+    NOTHING = "nothing"
+    """No call was made (an inner breaker refused): gives back a probe, learns nothing."""
+
+
+def blame(exc: BaseException) -> Blame:
+    """Return what ``exc``, raised by a lookup, says about the upstream's health."""
+    if isinstance(exc, HARD):
+        return Blame.HARD
+    if isinstance(exc, ApiError) and not isinstance(exc, RETRYABLE):
+        return Blame.HEALTHY
+    if isinstance(exc, CircuitOpen):
+        return Blame.NOTHING
+    # ServiceError, TransportError, or anything else that is no answer
+    # (a bare LookupFailed from a user's client): the upstream is not answering.
+    return Blame.DOWN
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Return True for errors worth another paid attempt: ServiceError, most TransportErrors."""
+    return isinstance(exc, RETRYABLE) and getattr(exc, "retryable", True)
+
+
+class Judgement(NamedTuple):
+    """What to do after a lookup raised."""
+
+    error: LookupFailed
+    """What the flight fails with (a foreign exception is wrapped in TransportError)."""
+    report: bool
+    """True: tell the breaker (``error``); False: only give back its probe (no call was made)."""
+    negative: bool
+    """True: store ``codec.NOT_FOUND`` for the number."""
+    code: str
+    """The key the error is counted under in ``stats()["errors"]``."""
+
+
+def judge_error(exc: Exception) -> Judgement:
+    """Return the judgement of an exception raised by a lookup client."""
+    if isinstance(exc, NumberNotFound):
+        # A healthy upstream: the breaker's failure() closes the failure count.
+        return Judgement(exc, True, True, str(exc.code))
+    if isinstance(exc, LookupFailed):
+        return Judgement(exc, True, False, str(getattr(exc, "code", type(exc).__name__)))
+    if isinstance(exc, InvalidNumber):
+        # The client refused the number before asking (its segment table is
+        # older than the router's): no call was made, the upstream is not at
+        # fault, so the breaker only gets its probe back.
+        return Judgement(
+            TransportError(f"the client refused the number: {exc}"), False, False, "InvalidNumber"
+        )
+    return Judgement(
+        TransportError(f"the client raised {type(exc).__name__}"), True, False, type(exc).__name__
+    )
+
+
+def check_answer(info: object) -> CarrierInfo:
+    """Return ``info`` when it is a routable answer; raise TransportError otherwise."""
+    if not isinstance(info, CarrierInfo) or info.current is None:
+        raise TransportError("the client answered no current operator")
+    return info
+
+
+def usable_stale(stale: tuple[int, bool] | None, error: BaseException | None) -> int | None:
+    """Return the stale answer code that may be served after ``error``, or None."""
+    # "Not found" (-4) is an answer, and it replaced the stale entry in the
+    # cache: serving the stale answer now would send the next message
+    # elsewhere. A number the vendor no longer knows was likely cancelled and
+    # reissued, back on its original operator, so the segment table is the guess.
+    if stale is None or isinstance(error, NumberNotFound) or codec.is_negative(stale[0]):
+        return None
+    return stale[0]
+
+
+def reason(exc: BaseException | None) -> str:
+    """Return the fallback reason for a lookup that ended with ``exc``."""
+    if exc is None:
+        return "no answer"
+    if isinstance(exc, CircuitOpen):
+        return CIRCUIT_OPEN
+    code = getattr(exc, "code", None)
+    name = type(exc).__name__
+    text = str(exc)
+    return f"{name} {code}: {text}" if code is not None else f"{name}: {text}"
+
+
+def reason_key(text: str) -> str:
+    """Return the key a fallback reason is counted under (the part before its colon)."""
+    return text.partition(":")[0]
