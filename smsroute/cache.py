@@ -1,91 +1,28 @@
-"""In-process answer cache and the TTL policy every backend shares.
+"""MemoryCache: the in-process answer cache (TTL + LRU), and the home of CachePolicy.
 
-Default TTLs, and why:
-
-* ``ttl`` = 7 days. Porting takes days and a number can be ported again only
-  120 days after its last port, so an answer rarely changes within a week;
-  the exception (a cancelled number reissued to a new subscriber, back on
-  its original operator) is healed by the router when a gateway raises
-  WrongCarrier. A week keeps the paid-query bill near one query per number
-  per week for a steady audience.
-* ``negative_ttl`` = 1 hour. "Vendor does not know this number" (-4) is often
-  a number that is being activated or moved: ask again soon.
-* ``stale_ttl`` = 30 days. An expired answer is still a far better guess
-  than the segment table (it knows about ports): it is kept this much longer
-  and served only when the upstream fails.
+The TTL policy and the fresh/stale verdict are :mod:`smsroute.core.freshness`'s
+(re-exported here: ``from smsroute.cache import CachePolicy`` keeps working);
+this module only stores.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Mapping
 
 from smsroute import codec
+from smsroute.core.freshness import (
+    ANSWER_MASK,
+    DAY,
+    FRESH_SHIFT,
+    USED_BIT,
+    CachePolicy,
+    fresh_until,
+)
 from smsroute.types import Clock
 
-__all__ = ["CachePolicy", "MemoryCache"]
-
-DAY = 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class CachePolicy:
-    """How long answers stay fresh, how long negatives live, how long stale ones are kept."""
-
-    ttl: float = 7 * DAY
-    negative_ttl: float = 3600.0
-    stale_ttl: float = 30 * DAY
-
-    def __post_init__(self) -> None:
-        for name in ("ttl", "negative_ttl", "stale_ttl"):
-            value = getattr(self, name)
-            # Not infinite or NaN either: expiry times are stored as whole
-            # seconds, and a set() that cannot store would silently cache nothing.
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number of seconds, not negative")
-
-    def ttl_for(self, answer: int) -> float:
-        """Return how long ``answer`` stays fresh."""
-        return self.negative_ttl if codec.is_negative(answer) else self.ttl
-
-    def keep_for(self, answer: int) -> float:
-        """Return how long ``answer`` is kept at all (fresh plus stale)."""
-        return self.negative_ttl if codec.is_negative(answer) else self.ttl + self.stale_ttl
-
-    @classmethod
-    def resolve(
-        cls,
-        policy: CachePolicy | None,
-        ttl: float | None = None,
-        negative_ttl: float | None = None,
-        stale_ttl: float | None = None,
-    ) -> CachePolicy:
-        """Return ``policy`` (or the defaults) with the durations given as keywords."""
-        base = policy or cls()
-        changes = {
-            name: value
-            for name, value in (
-                ("ttl", ttl),
-                ("negative_ttl", negative_ttl),
-                ("stale_ttl", stale_ttl),
-            )
-            if value is not None
-        }
-        return base.copy(**changes) if changes else base
-
-    def copy(self, **changes: Any) -> CachePolicy:
-        """Return a copy with some fields changed."""
-        return replace(self, **changes)
-
-
-# Value layout: fresh-until (whole seconds of the cache's clock) above bit 32,
-# a "recently used" bit at 31, the answer code below. One int per number.
-_SHIFT = 32
-_USED = 1 << 31
-_ANSWER = _USED - 1
+__all__ = ["DAY", "CachePolicy", "MemoryCache"]
 
 
 class MemoryCache:
@@ -109,13 +46,16 @@ class MemoryCache:
         negative_ttl: float | None = None,
         stale_ttl: float | None = None,
         policy: CachePolicy | None = None,
-        timer: Clock = time.monotonic,
+        clock: Clock | None = None,
+        timer: Clock | None = None,
     ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
         self.maxsize = maxsize
-        self._timer = timer
+        # ``timer`` is the name this keyword had before 0.2.0; ``clock`` is the
+        # name every other part of smsroute uses.
+        self._clock: Clock = clock or timer or time.monotonic
         self._data: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stale_ttl = self.policy.stale_ttl
@@ -129,19 +69,35 @@ class MemoryCache:
     def __repr__(self) -> str:
         return f"MemoryCache({len(self._data)}/{self.maxsize}, {self.policy})"
 
+    @property
+    def entries(self) -> Mapping[str, int]:
+        """Return the live table, number -> packed entry (read it, never write it).
+
+        The supported fast path for a router's hit test: values are packed as
+        :func:`smsroute.core.freshness.pack` describes (fresh-until, a
+        recently-used bit, the answer code), and an entry without the used
+        bit must go through :meth:`get` once so that eviction sees the use.
+        """
+        return self._data
+
+    @property
+    def clock(self) -> Clock:
+        """Return the clock the cache times its entries with."""
+        return self._clock
+
     def get(self, number: str) -> tuple[int, bool] | None:
         """Return ``(answer, fresh)`` or None; expired entries are dropped on the way."""
         value = self._data.get(number)
         if value is None:
             return None
-        now = self._timer()
-        fresh_until = value >> _SHIFT
-        answer = value & _ANSWER
-        if now < fresh_until:
-            if not value & _USED:
+        now = self._clock()
+        until = value >> FRESH_SHIFT
+        answer = value & ANSWER_MASK
+        if now < until:
+            if not value & USED_BIT:
                 self._mark_used(number, value)
             return answer, True
-        if now < fresh_until + self._stale_ttl and not codec.is_negative(answer):
+        if now < until + self._stale_ttl and not codec.is_negative(answer):
             return answer, False
         with self._lock:
             if self._data.get(number) == value:
@@ -152,12 +108,13 @@ class MemoryCache:
         # Taken once per entry per eviction round, so a hot number stays lock-free.
         with self._lock:
             if self._data.get(number) == value:
-                self._data[number] = value | _USED
+                self._data[number] = value | USED_BIT
 
     def set(self, number: str, answer: int) -> None:
         """Store an answer, fresh for the policy's TTL."""
-        fresh_until = int(self._timer() + self.policy.ttl_for(answer)) + 1
-        value = fresh_until << _SHIFT | (answer & _ANSWER)
+        value = fresh_until(self._clock(), self.policy.ttl_for(answer)) << FRESH_SHIFT | (
+            answer & ANSWER_MASK
+        )
         data = self._data
         with self._lock:
             if number in data:
@@ -174,8 +131,8 @@ class MemoryCache:
         for _ in range(len(data) + 1):
             number = next(iter(data))
             value = data.pop(number)
-            if value & _USED:
-                data[number] = value & ~_USED
+            if value & USED_BIT:
+                data[number] = value & ~USED_BIT
             else:
                 return
 

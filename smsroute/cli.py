@@ -34,6 +34,7 @@ from smsroute._version import __version__
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.client import DEFAULT_BASE_URL, CarrierClient
+from smsroute.core.stats import RouterStats
 from smsroute.errors import (
     BalanceExhausted,
     ConfigurationError,
@@ -850,7 +851,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _print_summary(
-    s: _RouteSummary, stats: dict[str, Any], source: str, target: str, seconds: float
+    s: _RouteSummary, stats: RouterStats, source: str, target: str, seconds: float
 ) -> None:
     lines: list[str] = []
     name = "stdin" if source == "-" else source

@@ -38,7 +38,7 @@ metric                                      type     labels / meaning
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 try:
     from prometheus_client.core import (
@@ -53,6 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         "smsroute.metrics needs prometheus-client: pip install 'smsroute[prometheus]'"
     ) from exc
 
+from smsroute.core.stats import Histogram, RouterStats, build_stats
+
 if TYPE_CHECKING:
     from smsroute.routing import Router
     from smsroute.watcher import BalanceWatcher
@@ -62,6 +64,18 @@ __all__ = ["BREAKER_STATES", "PrometheusCollector"]
 BREAKER_STATES: Final = {"closed": 0, "half-open": 1, "open": 2}
 """The value of ``<namespace>_breaker_state`` for each breaker state."""
 _LEVELS: Final = {"ok": 0, "low": 1, "exhausted": 2}
+# What describe() renders from: the families without samples.
+_EMPTY: Final = build_stats(
+    (),
+    upstream_calls=0,
+    coalesced=0,
+    errors={},
+    fallback_reasons={},
+    breaker="closed",
+    breaker_opened=0,
+    cache_size=None,
+    latency=Histogram().snapshot(),
+)
 
 
 class PrometheusCollector:
@@ -94,17 +108,17 @@ class PrometheusCollector:
         """Yield the metric families with the router's (and watcher's) current values."""
         yield from self._families(self.router.stats())
 
-    def _families(self, stats: dict[str, Any] | None) -> Iterator[Metric]:
+    def _families(self, stats: RouterStats | None) -> Iterator[Metric]:
         ns = self.namespace
         reading = stats is not None
-        s: dict[str, Any] = stats or {}
+        s: RouterStats = stats if stats is not None else _EMPTY
 
         decisions = CounterMetricFamily(
             f"{ns}_decisions",
             "Routing decisions by where the answer came from and the operator chosen.",
             labels=["source", "carrier"],
         )
-        for source, by_carrier in s.get("decisions_by_carrier", {}).items():
+        for source, by_carrier in s["decisions_by_carrier"].items():
             for carrier, n in sorted(by_carrier.items()):
                 decisions.add_metric([source, carrier], n)
         yield decisions
@@ -114,19 +128,19 @@ class PrometheusCollector:
             "Decisions that did not use a fresh answer, by reason.",
             labels=["reason"],
         )
-        for reason, n in sorted(s.get("fallback_reasons", {}).items()):
+        for reason, n in sorted(s["fallback_reasons"].items()):
             fallbacks.add_metric([reason], n)
         yield fallbacks
 
         yield CounterMetricFamily(
             f"{ns}_upstream_calls",
             "Lookups sent to the vendor.",
-            value=s.get("upstream_calls", 0) if reading else None,
+            value=s["upstream_calls"] if reading else None,
         )
         yield CounterMetricFamily(
             f"{ns}_coalesced",
             "Lookups that waited for another thread's lookup of the same number.",
-            value=s.get("coalesced", 0) if reading else None,
+            value=s["coalesced"] if reading else None,
         )
 
         errors = CounterMetricFamily(
@@ -134,15 +148,15 @@ class PrometheusCollector:
             "Lookup and cache errors by vendor code or exception name.",
             labels=["code"],
         )
-        for code, n in sorted(s.get("errors", {}).items()):
+        for code, n in sorted(s["errors"].items()):
             errors.add_metric([code], n)
         yield errors
 
         latency = HistogramMetricFamily(
             f"{ns}_upstream_latency_seconds", "Time of each upstream lookup."
         )
-        snapshot = s.get("upstream_latency")
-        if snapshot is not None:
+        snapshot = s["upstream_latency"]
+        if reading:
             buckets = [(le, float(n)) for le, n in snapshot["buckets"].items()]
             latency.add_metric([], buckets, snapshot["sum"])
         yield latency
@@ -155,9 +169,9 @@ class PrometheusCollector:
         yield CounterMetricFamily(
             f"{ns}_breaker_opened",
             "Times the circuit breaker opened.",
-            value=s.get("breaker_opened", 0) if reading else None,
+            value=s["breaker_opened"] if reading else None,
         )
-        size = s.get("cache_size")
+        size = s["cache_size"]
         yield GaugeMetricFamily(
             f"{ns}_cache_size",
             "Numbers in the answer cache.",

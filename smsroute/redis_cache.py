@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smsroute import codec
 from smsroute._log import get_logger
-from smsroute.cache import _ANSWER, _SHIFT, _USED, CachePolicy, MemoryCache
+from smsroute.cache import MemoryCache
+from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT, CachePolicy, fresh_until
 from smsroute.types import Clock
 
 try:
@@ -66,6 +67,8 @@ __all__ = ["RedisCache"]
 
 _log = get_logger()
 
+UNLOCKED: Final = "unlocked"
+"""The token of a claim taken while Redis could not be asked: no lock to release."""
 _POLL_MIN: Final = 0.005  # first wait() poll: the vendor answers in ~10 ms
 _POLL_MAX: Final = 0.02
 
@@ -178,10 +181,10 @@ class RedisCache:
                 negative_ttl=min(self.near_ttl, self.policy.negative_ttl),
                 stale_ttl=self.policy.ttl,
             ),
-            timer=clock,
+            clock=clock,
         )
         self._near_get = self._near.get
-        self._near_data = self._near._data
+        self._near_data = self._near.entries
         if isinstance(url_or_client, str):
             timeout = float(socket_timeout)
             # from_url does not connect: a cache built while Redis is down is fine.
@@ -206,7 +209,6 @@ class RedisCache:
         self._counts: Counter[str] = Counter()
         self._down_until = 0.0
         self._outage = False
-        self._tokens: dict[tuple[str, int], str] = {}
 
     # -- CacheBackend ---------------------------------------------------------------
 
@@ -216,8 +218,8 @@ class RedisCache:
         # a second method call would cost more than the lookup itself. Entries
         # not yet marked used go through MemoryCache.get, which marks them.
         value = self._near_data.get(number)
-        if value is not None and value & _USED and self._clock() < value >> _SHIFT:
-            return value & _ANSWER, True
+        if value is not None and value & USED_BIT and self._clock() < value >> FRESH_SHIFT:
+            return value & ANSWER_MASK, True
         hit = self._near_get(number)
         if hit is not None and hit[1]:
             return hit
@@ -241,16 +243,18 @@ class RedisCache:
         self._bump("redis_hits")
         return self._judge(number, *parsed)
 
-    def _judge(self, number: str, fresh_until: int, answer: int) -> tuple[int, bool] | None:
-        # The MemoryCache verdict, on the shared fresh-until.
+    def _judge(self, number: str, until: int, answer: int) -> tuple[int, bool] | None:
+        # The verdict every backend gives, on the shared fresh-until.
         now = self._clock()
-        if now < fresh_until:
-            if self.near_ttl > 0 and fresh_until - now >= self._near.policy.ttl_for(answer):
-                self._near.set(number, answer)
-            return answer, True
-        if now < fresh_until + self.policy.stale_ttl and not codec.is_negative(answer):
-            return answer, False
-        return None
+        hit = self.policy.hit(until, answer, now)
+        if (
+            hit is not None
+            and hit[1]
+            and self.near_ttl > 0
+            and until - now >= self._near.policy.ttl_for(answer)
+        ):
+            self._near.set(number, answer)
+        return hit
 
     @staticmethod
     def _outage_answer(near: tuple[int, bool] | None) -> tuple[int, bool] | None:
@@ -268,12 +272,12 @@ class RedisCache:
             self._bump("skipped")
             return
         now = self._clock()
-        # Same rounding as MemoryCache, so the two agree on when an answer turns stale.
-        fresh_until = int(now + self.policy.ttl_for(answer)) + 1
-        keep = fresh_until - now
+        # Same rounding as every backend, so they agree on when an answer turns stale.
+        until = fresh_until(now, self.policy.ttl_for(answer))
+        keep = until - now
         if not codec.is_negative(answer):
             keep += self.policy.stale_ttl
-        value = f"{fresh_until}|{codec.dumps(answer)}"
+        value = f"{until}|{codec.dumps(answer)}"
         try:
             self._client.set(self.prefix + number, value, px=max(1, math.ceil(keep * 1000)))
         except Exception as exc:  # noqa: BLE001 - Redis must never fail a send
@@ -295,15 +299,15 @@ class RedisCache:
 
     # -- SharedFlight ---------------------------------------------------------------
 
-    def claim(self, number: str, ttl: float) -> bool:
-        """Return True when this worker should ask the upstream (fleet lock held for ``ttl`` s).
+    def claim(self, number: str, ttl: float) -> str | None:
+        """Return a token when this worker should ask the upstream (fleet lock held for ``ttl`` s).
 
-        False means another worker holds the lock or a fresh answer is already
+        None means another worker holds the lock or a fresh answer is already
         stored: :meth:`wait` picks it up. With Redis unreachable every worker
-        claims (True), as it would without a shared cache.
+        claims (a token that holds no lock), as it would without a shared cache.
         """
         if self._resting():
-            return True
+            return UNLOCKED
         token = secrets.token_hex(8)
         px = max(1, math.ceil(min(ttl, self.lock_ttl) * 1000))
         try:
@@ -313,15 +317,13 @@ class RedisCache:
             )
         except Exception as exc:  # noqa: BLE001 - Redis must never fail a send
             self._failed("claim", exc)
-            return True
+            return UNLOCKED
         self._succeeded()
         if won:
             self._bump("claims_won")
-            with self._lock:
-                self._tokens[(number, threading.get_ident())] = token
-            return True
+            return token
         self._bump("claims_lost")
-        return False
+        return None
 
     def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
         """Poll Redis up to ``timeout`` s for the claim holder's fresh answer; None if none came.
@@ -355,16 +357,14 @@ class RedisCache:
         self._bump("waits_unanswered")
         return None
 
-    def release(self, number: str) -> None:
-        """Drop this worker's lock on ``number`` if it still holds it; a no-op otherwise.
+    def release(self, number: str, token: str) -> None:
+        """Drop the lock ``token`` took on ``number`` if it is still held; a no-op otherwise.
 
-        Call it from the thread that claimed (the router does): a claim is
-        remembered per thread, so that a thread whose claim expired cannot
-        delete the lock another thread of the process took since.
+        The lock is deleted only while it still holds this token: a claim that
+        expired and was retaken by another worker (or another task of this
+        process) is left alone.
         """
-        with self._lock:
-            token = self._tokens.pop((number, threading.get_ident()), None)
-        if token is None:
+        if token == UNLOCKED:
             return
         try:
             self._release_script(keys=[self.prefix + "lock:" + number], args=[token])

@@ -34,6 +34,7 @@ __all__ = [
     "BreakerListener",
     "CircuitBreaker",
     "State",
+    "call_alert_hook",
     "default_retrying",
     "is_retryable",
 ]
@@ -52,6 +53,16 @@ def default_retrying(
         reraise=True,
         sleep=sleep,
     )
+
+
+def call_alert_hook(hook: Callable[[Alert], None] | None, alert: Alert) -> None:
+    """Call an ``on_alert`` hook; one that raises is logged, never passed on to a send."""
+    if hook is None:
+        return
+    try:
+        hook(alert)
+    except Exception:  # noqa: BLE001 - an alert hook must never break a send
+        _log.exception("breaker.alert_hook_failed", kind=alert.kind)
 
 
 class BreakerListener(Protocol):
@@ -164,16 +175,14 @@ class CircuitBreaker:
             change = core.success()
         self._notify(change)
 
-    def failure(self, exc: BaseException) -> None:
-        """Record a failed call; decides whether the breaker opens."""
+    def failure(self, exc: BaseException) -> Alert | None:
+        """Record a failed call; decides whether the breaker opens. Return the alert it raised."""
         with self._lock:
             change, alert = self._core.failure(exc, self._clock())
         self._notify(change)
-        if alert is not None and self.on_alert is not None:
-            try:
-                self.on_alert(alert)
-            except Exception:  # noqa: BLE001 - an alert hook must never break a send
-                _log.exception("breaker.alert_hook_failed", kind=alert.kind)
+        if alert is not None:
+            call_alert_hook(self.on_alert, alert)
+        return alert
 
     def reset(self) -> None:
         """Close the breaker by hand (e.g. after topping up the account)."""

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from smsroute import codec
 from smsroute._log import get_logger
-from smsroute.cache import CachePolicy
+from smsroute.core.freshness import CachePolicy, fresh_until
 from smsroute.types import Clock
 
 __all__ = ["SqliteCache", "default_cache_path"]
@@ -199,23 +199,19 @@ class SqliteCache:
         self._succeeded()
         if row is None:
             return None
-        fresh_until, text = row
+        until, text = row
         answer = codec.loads(text) if isinstance(text, str) else None
-        if answer is None or not isinstance(fresh_until, int):
+        if answer is None or not isinstance(until, int):
             return None
-        now = self._clock()
-        if now < fresh_until:
-            return answer, True
-        if now < fresh_until + self.policy.stale_ttl and not codec.is_negative(answer):
-            return answer, False
-        return None  # left for purge(): a read does not write
+        # A row past its stale window is left for purge(): a read does not write.
+        return self.policy.hit(until, answer, self._clock())
 
     def set(self, number: str, answer: int) -> None:
         """Store an answer, fresh for the policy's TTL."""
         key = _key(number)
         now = self._clock()
-        # Same rounding as MemoryCache, so the two agree on when an answer turns stale.
-        fresh_until = int(now + self.policy.ttl_for(answer)) + 1
+        # Same rounding as every backend, so they agree on when an answer turns stale.
+        until = fresh_until(now, self.policy.ttl_for(answer))
         text = codec.dumps(answer)
         try:
             with self._lock:
@@ -224,7 +220,7 @@ class SqliteCache:
                 new = db.execute("SELECT 1 FROM answers WHERE number = ?", (key,)).fetchone()
                 db.execute(
                     "INSERT OR REPLACE INTO answers (number, fresh_until, answer) VALUES (?, ?, ?)",
-                    (key, fresh_until, text),
+                    (key, until, text),
                 )
                 if new is None:
                     self._counted(key, 1)

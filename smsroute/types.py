@@ -20,8 +20,15 @@ Gateway = Any
 class LookupClient(Protocol):
     """Anything that answers the current operator of a normalised number."""
 
-    def lookup(self, number: str) -> CarrierInfo:
-        """Return the answer for ``number`` or raise a LookupFailed."""
+    def lookup(self, number: str, *, timeout: float | None = None) -> CarrierInfo:
+        """Return the answer for ``number`` within ``timeout`` seconds, or raise a LookupFailed.
+
+        ``timeout`` is what is left of the route's deadline: the whole call,
+        retries included, must fit in it. A client whose ``lookup`` takes no
+        ``timeout`` still works (the router notices the TypeError once and
+        stops passing it); the deadline then holds only as well as that
+        client's own timeouts.
+        """
 
 
 @runtime_checkable
@@ -52,10 +59,18 @@ class SharedFlight(Protocol):
     When a router's cache also implements this, a miss first ``claim``\\ s the
     number; the worker that gets the claim asks the upstream, the others
     ``wait`` for its answer to appear in the shared cache.
+
+    .. versionchanged:: 0.2.0
+       ``claim`` returns a token (or None) and ``release`` takes it.
     """
 
-    def claim(self, number: str, ttl: float) -> bool:
-        """Return True when this worker should ask the upstream (claim held for ``ttl`` s)."""
+    def claim(self, number: str, ttl: float) -> str | None:
+        """Return a token when this worker should ask the upstream (claim held for ``ttl`` s).
+
+        None: another worker holds the claim, or a fresh answer is already
+        stored; :meth:`wait` picks it up. The token is what :meth:`release`
+        takes: one thread (or one event loop) may hold many claims at once.
+        """
 
     def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
         """Wait up to ``timeout`` s for the claim holder's fresh answer; None if none came.
@@ -63,5 +78,5 @@ class SharedFlight(Protocol):
         Return ``(answer, True)`` only: a stale entry is not another worker's answer.
         """
 
-    def release(self, number: str) -> None:
-        """Give up a claim (after the answer was stored, or when the lookup failed)."""
+    def release(self, number: str, token: str) -> None:
+        """Give up the claim ``token`` (after the answer was stored, or when the lookup failed)."""

@@ -192,12 +192,13 @@ class SharedCache(MemoryCache):
         self.log: list[tuple[str, str, float | None]] = []
         self.raise_on: set[str] = set()
 
-    def claim(self, number: str, ttl: float) -> bool:
-        """Record the claim and answer ``claims``."""
+    def claim(self, number: str, ttl: float) -> str | None:
+        """Record the claim and answer a token when ``claims`` (None otherwise)."""
         self.log.append(("claim", number, ttl))
         if "claim" in self.raise_on:
             raise ConnectionError("shared store down")
-        return self.claims or (self._holder_gone and self.reclaimable)
+        won = self.claims or (self._holder_gone and self.reclaimable)
+        return f"token-{len(self.log)}" if won else None
 
     def wait(self, number: str, timeout: float) -> tuple[int, bool] | None:
         """Store the other worker's answer (if any) and return what the store now holds."""
@@ -214,8 +215,9 @@ class SharedCache(MemoryCache):
         self._holder_gone = True
         return (self.other_answer, False)
 
-    def release(self, number: str) -> None:
-        """Record the release."""
+    def release(self, number: str, token: str) -> None:
+        """Record the release (of a token this cache handed out)."""
+        assert token.startswith("token-"), token
         self.log.append(("release", number, None))
 
     def ops(self) -> list[str]:

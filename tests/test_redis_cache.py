@@ -279,9 +279,10 @@ def test_built_while_redis_is_down_never_raises(made):
     cache.set(MOBILE_NO, PORTED)
     assert cache.get(MOBILE_NO) == (PORTED, True)  # the near tier still works
     cache.delete(MOBILE_NO)
-    assert cache.claim(TELECOM_NO, 0.5) is True  # no fleet to coordinate with: ask
+    token = cache.claim(TELECOM_NO, 0.5)
+    assert token is not None  # no fleet to coordinate with: ask
     assert cache.wait(TELECOM_NO, 0.5) is None
-    cache.release(TELECOM_NO)
+    cache.release(TELECOM_NO, token)
     stats = cache.stats()
     assert cache.errors >= 4
     assert stats["errors"] == cache.errors
@@ -432,11 +433,13 @@ def test_claim_is_exclusive_across_workers(redis_server, prefix, made):
     a = RedisCache(redis_server.url, prefix=prefix)
     b = RedisCache(redis_server.url, prefix=prefix)
     made.extend((a, b))
-    assert a.claim(MOBILE_NO, 1.0)
+    token_a = a.claim(MOBILE_NO, 1.0)
+    assert token_a
     assert not b.claim(MOBILE_NO, 1.0)
-    a.release(MOBILE_NO)
-    assert b.claim(MOBILE_NO, 1.0)
-    b.release(MOBILE_NO)
+    a.release(MOBILE_NO, token_a)
+    token_b = b.claim(MOBILE_NO, 1.0)
+    assert token_b
+    b.release(MOBILE_NO, token_b)
 
 
 def test_release_leaves_another_workers_lock(redis_server, raw, prefix, made):
@@ -444,10 +447,11 @@ def test_release_leaves_another_workers_lock(redis_server, raw, prefix, made):
     a = RedisCache(redis_server.url, prefix=prefix)
     b = RedisCache(redis_server.url, prefix=prefix)
     made.extend((a, b))
-    assert a.claim(MOBILE_NO, 1.0)
+    token_a = a.claim(MOBILE_NO, 1.0)
+    assert token_a
     raw.delete(prefix + "lock:" + MOBILE_NO)  # as if it had expired
     assert b.claim(MOBILE_NO, 1.0)
-    a.release(MOBILE_NO)
+    a.release(MOBILE_NO, token_a)
     assert raw.exists(prefix + "lock:" + MOBILE_NO)
     assert not a.claim(MOBILE_NO, 1.0)
 
@@ -483,11 +487,12 @@ def test_wait_returns_the_holders_answer(redis_server, prefix, made):
     claimed = threading.Event()
 
     def leader() -> None:
-        assert a.claim(MOBILE_NO, 5.0)
+        token = a.claim(MOBILE_NO, 5.0)
+        assert token
         claimed.set()
         time.sleep(0.05)  # the upstream lookup
         a.set(MOBILE_NO, PORTED)
-        a.release(MOBILE_NO)
+        a.release(MOBILE_NO, token)
 
     thread = threading.Thread(target=leader)
     thread.start()
@@ -508,10 +513,11 @@ def test_wait_ends_early_when_the_holder_gives_up(redis_server, prefix, made):
     claimed = threading.Event()
 
     def leader() -> None:
-        assert a.claim(MOBILE_NO, 5.0)
+        token = a.claim(MOBILE_NO, 5.0)
+        assert token
         claimed.set()
         time.sleep(0.05)  # the upstream lookup, which fails
-        a.release(MOBILE_NO)
+        a.release(MOBILE_NO, token)
 
     thread = threading.Thread(target=leader)
     thread.start()
@@ -527,11 +533,12 @@ def test_wait_is_bounded_by_its_timeout(redis_server, prefix, made):
     a = RedisCache(redis_server.url, prefix=prefix)
     b = RedisCache(redis_server.url, prefix=prefix)
     made.extend((a, b))
-    assert a.claim(MOBILE_NO, 5.0)
+    token = a.claim(MOBILE_NO, 5.0)
+    assert token
     start = time.perf_counter()
     assert b.wait(MOBILE_NO, 0.1) is None
     assert 0.09 < time.perf_counter() - start < 0.5
-    a.release(MOBILE_NO)
+    a.release(MOBILE_NO, token)
 
 
 def test_fleet_single_flight_across_workers(redis_server, prefix, made):

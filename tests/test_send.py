@@ -156,8 +156,8 @@ def test_wrong_carrier_burst_pays_once(clock):
             raise refusal
         return str(decision.carrier)
 
-    assert router._deliver(first, refuse) == "电信"
-    assert router._deliver(second, refuse) == "电信"  # uses the answer the first one paid for
+    assert router.deliver(first, refuse) == "电信"
+    assert router.deliver(second, refuse) == "电信"  # uses the answer the first one paid for
     assert client.calls == [MOBILE_NO, MOBILE_NO]  # the original lookup and one refresh
 
 

@@ -107,9 +107,9 @@ def judge_error(exc: Exception) -> Judgement:
         return Judgement(
             TransportError(f"the client refused the number: {exc}"), False, False, "InvalidNumber"
         )
-    return Judgement(
-        TransportError(f"the client raised {type(exc).__name__}"), True, False, type(exc).__name__
-    )
+    wrapped = TransportError(f"the client raised {type(exc).__name__}")
+    wrapped.__cause__ = exc
+    return Judgement(wrapped, True, False, type(exc).__name__)
 
 
 def check_answer(info: object) -> CarrierInfo:
