@@ -15,7 +15,6 @@ failure never fails a send: it only changes where the answer came from
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +29,7 @@ from smsroute.core import resolve
 from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT
 from smsroute.core.outcome import CIRCUIT_OPEN, reason, reason_key
 from smsroute.core.policy import Route, RoutingPolicy, Rule
+from smsroute.core.resolve import check_deadline
 from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_stats
 from smsroute.decision import Decision
 from smsroute.delivery import deliver
@@ -39,7 +39,7 @@ from smsroute.numbers import mask, normalize
 from smsroute.resilience import Alert, CircuitBreaker, call_alert_hook
 from smsroute.singleflight import SingleFlight
 from smsroute.tally import Tally
-from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight
+from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight, accepts_timeout
 
 __all__ = ["DEFAULT_DEADLINE", "Decision", "Histogram", "Router", "Rule", "Source"]
 
@@ -51,19 +51,6 @@ R = TypeVar("R")
 
 # answer code -> (operator, gateway or NoRoute message, routable, hit counter)
 _Memo = tuple[Carrier | None, Any, bool, Callable[[], int]]
-
-
-def check_deadline(deadline: float) -> float:
-    """Return ``deadline`` as a float, or raise ConfigurationError unless finite and positive."""
-    try:
-        value = float(deadline)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"deadline must be a number of seconds, not {deadline!r}"
-        ) from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigurationError("deadline must be a positive, finite number of seconds")
-    return value
 
 
 class Router:
@@ -225,11 +212,8 @@ class Router:
         )
         if short is not None:
             return self._fallback(mobile, short.stale, short.reason)
-        # A per-call deadline may be spent already (<= 0: fall back at once);
-        # NaN and infinity are refused: no wait can be bounded by them.
-        budget = self.deadline if deadline is None else float(deadline)
-        if not math.isfinite(budget):
-            raise ConfigurationError(f"deadline must be a finite number of seconds, not {budget}")
+        # A per-call deadline may be spent already (<= 0: fall back at once).
+        budget = self.deadline if deadline is None else check_deadline(deadline, spent_ok=True)
         now = self._clock()
         plan = resolve.plan(now=now, end=now + budget, shared=self._shared is not None)
         return self._decide(mobile, resolve.settle(self._perform(mobile, plan), stale))
@@ -536,14 +520,3 @@ def _size(cache: object) -> int | None:
         return len(cache)  # type: ignore[arg-type]
     except TypeError:
         return None
-
-
-def accepts_timeout(client: object) -> bool:
-    """Return True when ``client.lookup`` takes a ``timeout`` keyword."""
-    import inspect
-
-    try:
-        params = inspect.signature(client.lookup).parameters  # type: ignore[attr-defined]
-    except (TypeError, ValueError, AttributeError):
-        return True  # cannot tell: assume it does, and let its TypeError through
-    return "timeout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -19,6 +19,7 @@ from typing import Final
 
 from smsroute.carrier import Carrier
 from smsroute.errors import ConfigurationError
+from smsroute.phonetext import digits
 
 __all__ = [
     "KINDS",
@@ -113,8 +114,6 @@ class SegmentTable:
     def initial_carrier(self, number: str) -> Carrier | None:
         """Return the operator the number's segment was allocated to, or None."""
         if not (len(number) == 11 and number.isdigit() and number.isascii()):
-            from smsroute.numbers import digits  # slow path only; avoids an import cycle
-
             number = digits(number)
         row = self._by5.get(number[:5])
         return None if row is None else row.carrier
@@ -193,8 +192,6 @@ def install(table: SegmentTable | str | os.PathLike[str] | None) -> SegmentTable
 def lookup(number: str) -> Segment | None:
     """Return the default table's row for a number (normalised or not)."""
     if not (len(number) == 11 and number.isdigit() and number.isascii()):
-        from smsroute.numbers import digits
-
         number = digits(number)
     return _default.lookup(number)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from smsroute.models import CarrierInfo
 
-__all__ = ["CacheBackend", "Clock", "Gateway", "LookupClient", "SharedFlight"]
+__all__ = ["CacheBackend", "Clock", "Gateway", "LookupClient", "SharedFlight", "accepts_timeout"]
 
 Clock = Callable[[], float]
 """A monotonic clock in seconds, like ``time.monotonic``; tests pass a FakeClock."""
@@ -80,3 +81,12 @@ class SharedFlight(Protocol):
 
     def release(self, number: str, token: str) -> None:
         """Give up the claim ``token`` (after the answer was stored, or when the lookup failed)."""
+
+
+def accepts_timeout(client: object) -> bool:
+    """Return True when ``client.lookup`` takes a ``timeout`` keyword."""
+    try:
+        params = inspect.signature(client.lookup).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return True  # cannot tell: assume it does, and let its TypeError through
+    return "timeout" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -20,6 +20,7 @@ with hypothesis).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,7 +28,13 @@ from typing import Any, Final
 from smsroute import codec
 from smsroute.core.outcome import CIRCUIT_OPEN, check_answer, judge_error, reason, usable_stale
 from smsroute.core.stats import Source
-from smsroute.errors import CircuitOpen, LookupFailed, NumberNotFound, TransportError
+from smsroute.errors import (
+    CircuitOpen,
+    ConfigurationError,
+    LookupFailed,
+    NumberNotFound,
+    TransportError,
+)
 from smsroute.models import CarrierInfo
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "Success",
     "WaitFleet",
     "after_refusal",
+    "check_deadline",
     "from_cache",
     "plan",
     "settle",
@@ -209,6 +217,20 @@ class Fallback:
 
 Outcome = Answered | Failed
 Plan = Generator[Step, tuple[Any, float], Outcome]
+
+
+def check_deadline(deadline: float, *, spent_ok: bool = False) -> float:
+    """Return ``deadline`` as float seconds; refuse NaN, infinity and (unless ``spent_ok``) <= 0."""
+    try:
+        value = float(deadline)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"deadline must be a number of seconds, not {deadline!r}"
+        ) from None
+    # NaN and infinity bound no wait; a per-call deadline may be spent already.
+    if not math.isfinite(value) or (value <= 0 and not spent_ok):
+        raise ConfigurationError("deadline must be a positive, finite number of seconds")
+    return value
 
 
 def _failed(error: LookupFailed) -> Failed:

@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 from smsroute.carrier import Carrier
 from smsroute.errors import TransportError, error_for_code
 from smsroute.models import Balance, CarrierInfo
-from smsroute.numbers import mask_numbers
+from smsroute.phonetext import mask_numbers
 
 __all__ = [
     "BALANCE",
