@@ -6,62 +6,56 @@ The chain for one number::
                 -> stale cache -> segment table (the original operator)
 
 What to do is decided in :mod:`smsroute.core` (the routing policy, the miss
-plan, the judgement of outcomes); this module performs it: it reads the
-clock, waits on threads, calls the cache and the client, and logs. A lookup
-failure never fails a send: it only changes where the answer came from
+plan, the judgement of outcomes) and turned into decisions by
+:class:`~smsroute.frontend.BaseRouter`; this module performs the plan: it
+waits on threads and calls the cache and the client. A lookup failure never
+fails a send: it only changes where the answer came from
 (``Decision.source``) and why (``Decision.reason``).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from smsroute import segments
-from smsroute._log import get_logger
 from smsroute.batch import route_batch
-from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
 from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT
-from smsroute.core.outcome import CIRCUIT_OPEN, reason, reason_key
-from smsroute.core.policy import Route, RoutingPolicy, Rule
+from smsroute.core.outcome import reason
+from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
-from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_stats
+from smsroute.core.stats import Histogram, Source
 from smsroute.decision import Decision
 from smsroute.delivery import deliver
-from smsroute.errors import ConfigurationError, NoRoute
+from smsroute.errors import ConfigurationError
+from smsroute.frontend import DEFAULT_DEADLINE, BaseRouter
 from smsroute.models import CarrierInfo
-from smsroute.numbers import mask, normalize
-from smsroute.resilience import Alert, CircuitBreaker, call_alert_hook
+from smsroute.numbers import normalize
+from smsroute.resilience import Alert, CircuitBreaker
 from smsroute.singleflight import SingleFlight
-from smsroute.tally import Tally
 from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight, accepts_timeout
 
 __all__ = ["DEFAULT_DEADLINE", "Decision", "Histogram", "Router", "Rule", "Source"]
 
-DEFAULT_DEADLINE: Final = 0.5  # seconds; the vendor answers in ~10 ms
-
-_log = get_logger()
-_STDLIB = logging.getLogger("smsroute")  # what _log writes through; see smsroute._log
 R = TypeVar("R")
 
-# answer code -> (operator, gateway or NoRoute message, routable, hit counter)
-_Memo = tuple[Carrier | None, Any, bool, Callable[[], int]]
 
-
-class Router:
+class Router(BaseRouter):
     """Choose the gateway for each number by its current operator.
 
     ``gateways`` maps a Carrier (or its Chinese name, or any key such as
     ``"mvno"``) to anything: a callable for :meth:`send`, a channel object, a
-    product code. The routing settings form one :class:`RoutingPolicy`
-    (:attr:`policy`); give the router a new one to change them. One router
-    serves many threads.
+    product code; or pass a ready :class:`RoutingPolicy` instead. The routing
+    settings form one policy (:attr:`policy`); give the router a new one to
+    change them. One router serves many threads.
     """
+
+    _cache: CacheBackend
+    _client: LookupClient
 
     def __init__(
         self,
@@ -78,91 +72,22 @@ class Router:
         segments: segments.SegmentTable | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.deadline = check_deadline(deadline)
-        if isinstance(gateways, RoutingPolicy):
-            policy = gateways
-        else:
-            policy = RoutingPolicy(
-                gateways, default=default, virtual=virtual, rules=tuple(rules or ())
-            )
-        self._client = client
+        super().__init__(
+            client,
+            gateways,
+            default=default,
+            cache=cache,
+            virtual=virtual,
+            rules=rules,
+            deadline=deadline,
+            breaker=breaker,
+            on_alert=on_alert,
+            segments=segments,
+            clock=clock,
+        )
         self._timed = True  # False once the client showed it takes no timeout=
-        self._memo: dict[int, _Memo] = {}
-        self.policy = policy
-        # The default cache keeps time on the router's clock, like the breaker.
-        self._cache: CacheBackend = cache if cache is not None else MemoryCache(clock=clock)
-        self._clock = clock
-        self._segments = segments
-        if breaker is None:
-            breaker = CircuitBreaker(clock=clock)
-        elif on_alert is not None and breaker.on_alert not in (None, on_alert):
-            raise ConfigurationError(
-                "on_alert given to both the Router and its breaker: pass it to one"
-            )
-        # The router calls its own on_alert with what the breaker reports: a
-        # breaker passed in is never changed.
-        self._on_alert = on_alert if on_alert is not breaker.on_alert else None
-        self.breaker = breaker
         self._flights: SingleFlight[resolve.Outcome] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
-        self._upstream_calls = Tally()
-        self._coalesced = Tally()
-        # Decisions counted by (source, operator): a hit bumps the counter its
-        # memo entry carries, so counting by operator costs the hot path nothing.
-        self._by: dict[tuple[Source, Carrier | None], Tally] = {
-            (source, carrier): Tally() for source in SOURCES for carrier in (*Carrier, None)
-        }
-        self.latency = Histogram()
-        near = self._cache if isinstance(self._cache, MemoryCache) else getattr(cache, "near", None)
-        # The hot path reads the in-process tier's table directly (MemoryCache,
-        # or the near tier of a two-tier cache such as RedisCache).
-        self._hot = near.entries if isinstance(near, MemoryCache) else None
-        self._hot_clock = near.clock if isinstance(near, MemoryCache) else clock
-        self._lock = threading.Lock()
-        self._errors: dict[str, int] = {}
-        self._reasons: dict[str, int] = {}
-
-    # -- settings ---------------------------------------------------------------------
-
-    @property
-    def policy(self) -> RoutingPolicy:
-        """Return the routing policy (gateways, default, virtual policy, rules)."""
-        return self._policy
-
-    @policy.setter
-    def policy(self, policy: RoutingPolicy) -> None:
-        # Policy first, then a new memo: a _memo_for() racing this reads the
-        # memo first, so it stores a route of the old policy only in the memo
-        # nobody reads any more.
-        self._policy = policy
-        self._memo = {}
-
-    @property
-    def default(self) -> Any:
-        """Return the gateway for an operator with no gateway of its own (None: NoRoute)."""
-        return self._policy.default
-
-    @default.setter
-    def default(self, gateway: Any) -> None:
-        self.policy = self._policy.copy(default=gateway)
-
-    @property
-    def virtual(self) -> str:
-        """Return the virtual-operator policy: ``"host"``, ``"reject"`` or a gateway key."""
-        return self._policy.virtual
-
-    @virtual.setter
-    def virtual(self, policy: str) -> None:
-        self.policy = self._policy.copy(virtual=policy)
-
-    @property
-    def rules(self) -> tuple[Rule, ...]:
-        """Return the routing rules, tried in order before the operator's gateway."""
-        return self._policy.rules
-
-    @rules.setter
-    def rules(self, rules: Iterable[Rule]) -> None:
-        self.policy = self._policy.copy(rules=tuple(rules))
 
     # -- routing ----------------------------------------------------------------------
 
@@ -271,28 +196,18 @@ class Router:
         """Perform a step that needs no state of the plan's run."""
         if isinstance(step, resolve.Read):
             return self._cache_get(mobile, count=False)
-        if isinstance(step, resolve.Allow):
-            return self.breaker.allow()
-        if isinstance(step, resolve.Success):
-            self.breaker.success()
-        elif isinstance(step, resolve.Failure):
-            alert = self.breaker.failure(step.error)
-            if alert is not None and self._on_alert is not None:
-                call_alert_hook(self._on_alert, alert)
-            self._count_error(step.code, step.error)
-        elif isinstance(step, resolve.GiveBack):
-            self.breaker.release()
-            if step.code is not None:
-                self._count_error(step.code, None)
-        elif isinstance(step, resolve.Store):
+        if isinstance(step, resolve.Store):
             self._cache_set(mobile, step.answer)
-        elif isinstance(step, resolve.WaitFleet):
+            return None
+        if isinstance(step, resolve.WaitFleet):
+            if self._shared is None:
+                return None
             try:
-                return self._shared.wait(mobile, step.timeout) if self._shared is not None else None
+                return self._shared.wait(mobile, step.timeout)
             except Exception as exc:  # noqa: BLE001 - a broken shared store must not fail a send
                 self._count_error("cache", exc)
                 return None
-        return None
+        return self._breaker_step(step)
 
     def _ask(self, mobile: str, timeout: float) -> CarrierInfo:
         self._upstream_calls.bump()
@@ -307,9 +222,7 @@ class Router:
                     self._timed = False  # an older client: see LookupClient.lookup
             return self._client.lookup(mobile)
         finally:
-            elapsed = time.perf_counter() - started
-            with self._lock:
-                self.latency.observe(elapsed)
+            self._observe(time.perf_counter() - started)
 
     def _claim(self, mobile: str, ttl: float) -> str | None:
         try:
@@ -326,76 +239,6 @@ class Router:
         except Exception as exc:  # noqa: BLE001 - the claim expires by itself
             self._count_error("cache", exc)
 
-    # -- decisions --------------------------------------------------------------------
-
-    def _decide(self, mobile: str, verdict: resolve.Answered | resolve.Fallback) -> Decision:
-        if isinstance(verdict, resolve.Fallback):
-            return self._fallback(mobile, verdict.stale, verdict.reason)
-        return self._counted(
-            self._from_answer(mobile, verdict.answer, verdict.source, None, verdict.info)
-        )
-
-    def _memo_for(self, answer: int) -> _Memo:
-        memo = self._memo  # read before the policy: see the policy setter
-        route = self._policy.route(answer)
-        entry = (
-            route.carrier,
-            route.gateway if route.refusal is None else route.refusal,
-            route.refusal is None,
-            self._by["cache", route.carrier].bump,
-        )
-        if len(memo) >= 65536:
-            memo.clear()  # bounded like the policy's own memo
-        memo[answer] = entry
-        return entry
-
-    def _from_answer(
-        self, mobile: str, answer: int, source: Source, reason: str | None, info: CarrierInfo | None
-    ) -> Decision:
-        memo = self._memo.get(answer) or self._memo_for(answer)
-        carrier, gateway, routable, _ = memo
-        if not routable:
-            raise NoRoute(f"{mask(mobile)}: {gateway}")
-        return Decision(mobile, carrier, gateway, source, info, reason, answer)
-
-    def _fallback(self, mobile: str, stale: int | None, reason: str) -> Decision:
-        with self._lock:
-            key = reason_key(reason)
-            self._reasons[key] = self._reasons.get(key, 0) + 1
-        if stale is not None:
-            decision = self._from_answer(mobile, stale, "stale", reason, None)
-        else:
-            table = self._segments or segments.default_table()
-            route: Route = self._policy.offline(table.lookup(mobile))
-            if route.refusal is not None:
-                raise NoRoute(f"{mask(mobile)}: {route.refusal} (fallback after: {reason})")
-            decision = Decision(mobile, route.carrier, route.gateway, "fallback", None, reason)
-        self._counted(decision)
-        # While the breaker is open every send falls back; the opening itself
-        # was the warning, so these stay at debug and the path stays fast. The
-        # level is asked first: even a dropped structlog event costs ~3.5 us,
-        # a third of an open-breaker route() (benchmarks/, figure 6).
-        if not reason.startswith(CIRCUIT_OPEN):
-            level = _log.warning
-        elif _STDLIB.isEnabledFor(logging.DEBUG):
-            level = _log.debug
-        else:
-            return decision
-        level(
-            "route.fallback",
-            mobile=mask(mobile),
-            source=decision.source,
-            carrier=str(decision.carrier) if decision.carrier else None,
-            reason=reason,
-        )
-        return decision
-
-    def _counted(self, decision: Decision) -> Decision:
-        self._by[decision.source, decision.carrier].bump()
-        return decision
-
-    # -- guarded cache I/O ------------------------------------------------------------
-
     def _cache_get(self, mobile: str, *, count: bool = True) -> tuple[int, bool] | None:
         try:
             return self._cache.get(mobile)
@@ -409,12 +252,6 @@ class Router:
             self._cache.set(mobile, answer)
         except Exception as exc:  # noqa: BLE001 - losing a cache write must not fail a send
             self._count_error("cache", exc)
-
-    def _count_error(self, code: str, exc: BaseException | None) -> None:
-        with self._lock:
-            self._errors[code] = self._errors.get(code, 0) + 1
-        if code == "cache":
-            _log.warning("cache.error", error=type(exc).__name__)
 
     # -- send path --------------------------------------------------------------------
 
@@ -438,7 +275,6 @@ class Router:
 
     def wrap(self, fn: Callable[..., R]) -> Callable[..., R]:
         """Decorate ``def send(number, ..., route: Decision)`` into a routed function."""
-        import functools
 
         @functools.wraps(fn)
         def routed(number: str, *args: Any, **kwargs: Any) -> R:
@@ -484,26 +320,6 @@ class Router:
             return_exceptions=return_exceptions,
         )
 
-    # -- observability ----------------------------------------------------------------
-
-    def stats(self) -> RouterStats:
-        """Return counters: decisions by source, upstream calls, hits, misses, errors, breaker."""
-        with self._lock:
-            errors = dict(self._errors)
-            reasons = dict(self._reasons)
-            latency = self.latency.snapshot()
-        return build_stats(
-            ((key, tally.value) for key, tally in self._by.items()),
-            upstream_calls=self._upstream_calls.value,
-            coalesced=self._coalesced.value,
-            errors=errors,
-            fallback_reasons=reasons,
-            breaker=self.breaker.state,
-            breaker_opened=self.breaker.opened,
-            cache_size=_size(self._cache),
-            latency=latency,
-        )
-
     @property
     def cache(self) -> CacheBackend:
         """Return the cache backend."""
@@ -513,10 +329,3 @@ class Router:
     def client(self) -> LookupClient:
         """Return the lookup client."""
         return self._client
-
-
-def _size(cache: object) -> int | None:
-    try:
-        return len(cache)  # type: ignore[arg-type]
-    except TypeError:
-        return None
