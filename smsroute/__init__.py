@@ -14,6 +14,7 @@ from smsroute._version import __version__
 from smsroute.cache import CachePolicy, MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.client import CarrierClient
+from smsroute.core.policy import RoutingPolicy
 from smsroute.errors import (
     ApiError,
     BalanceExhausted,
@@ -26,12 +27,14 @@ from smsroute.errors import (
     RequestRejected,
     ServiceError,
     SmsRouteError,
+    Throttled,
     TransportError,
     Unauthorized,
     WrongCarrier,
 )
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import normalize
+from smsroute.ratelimit import RateLimit
 from smsroute.resilience import Alert, CircuitBreaker, default_retrying
 from smsroute.routing import Decision, Router, Rule
 from smsroute.segments import initial_carrier
@@ -40,12 +43,16 @@ from smsroute.types import CacheBackend, LookupClient
 from smsroute.watcher import BalanceWatcher
 
 if _TYPE_CHECKING:
+    from smsroute.aio.client import AsyncCarrierClient
+    from smsroute.aio.router import AsyncRouter
     from smsroute.metrics import PrometheusCollector
     from smsroute.redis_cache import RedisCache
 
 __all__ = [
     "Alert",
     "ApiError",
+    "AsyncCarrierClient",
+    "AsyncRouter",
     "Balance",
     "BalanceExhausted",
     "BalanceWatcher",
@@ -65,13 +72,16 @@ __all__ = [
     "NoRoute",
     "NumberNotFound",
     "PrometheusCollector",
+    "RateLimit",
     "RedisCache",
     "RequestRejected",
     "Router",
+    "RoutingPolicy",
     "Rule",
     "ServiceError",
     "SmsRouteError",
     "SqliteCache",
+    "Throttled",
     "TransportError",
     "Unauthorized",
     "WrongCarrier",
@@ -84,13 +94,18 @@ __all__ = [
 ]
 
 
-_LAZY = {"PrometheusCollector": "smsroute.metrics", "RedisCache": "smsroute.redis_cache"}
+_LAZY = {
+    "AsyncCarrierClient": "smsroute.aio.client",
+    "AsyncRouter": "smsroute.aio.router",
+    "PrometheusCollector": "smsroute.metrics",
+    "RedisCache": "smsroute.redis_cache",
+}
 
 
 def __getattr__(name: str) -> _Any:
     """Return a lazily imported export (optional extras load on first use)."""
-    # redis-py is an optional extra and takes ~75 ms to import, which
-    # `import smsroute` should not pay.
+    # redis-py and aiohttp are optional extras and take ~75 ms each to import,
+    # which `import smsroute` should not pay.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'smsroute' has no attribute {name!r}")

@@ -13,6 +13,7 @@
     |   |   +-- ServiceError             -8          retry within budget
     |   +-- TransportError               timeout, connect, HTTP 5xx, unreadable body
     |   +-- CircuitOpen                  breaker open; no call was made
+    |   +-- Throttled                    rate limit: no token within the deadline; no call made
     +-- NoRoute                          no gateway for the carrier, no default
     +-- ConfigurationError               bad segment table or routing map
     +-- WrongCarrier                     raised by a gateway: the operator refused the number
@@ -35,6 +36,7 @@ __all__ = [
     "RequestRejected",
     "ServiceError",
     "SmsRouteError",
+    "Throttled",
     "TransportError",
     "Unauthorized",
     "WrongCarrier",
@@ -112,6 +114,13 @@ class TransportError(LookupFailed):
 
 class CircuitOpen(LookupFailed):
     """The circuit breaker is open: no upstream call was made."""
+
+
+class Throttled(LookupFailed):
+    """The client's rate limit had no token within the call's time budget: no call was made.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class NoRoute(SmsRouteError):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tenacity import (
+    AsyncRetrying,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -35,6 +36,7 @@ __all__ = [
     "CircuitBreaker",
     "State",
     "call_alert_hook",
+    "default_async_retrying",
     "default_retrying",
     "is_retryable",
 ]
@@ -63,6 +65,16 @@ def call_alert_hook(hook: Callable[[Alert], None] | None, alert: Alert) -> None:
         hook(alert)
     except Exception:  # noqa: BLE001 - an alert hook must never break a send
         _log.exception("breaker.alert_hook_failed", kind=alert.kind)
+
+
+def default_async_retrying(*, attempts: int = 3, budget: float = 5.0) -> AsyncRetrying:
+    """Return :func:`default_retrying`'s policy for asyncio clients (sleeps with asyncio)."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts) | stop_after_delay(budget),
+        wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        retry=retry_if_exception(is_retryable),
+        reraise=True,
+    )
 
 
 class BreakerListener(Protocol):

@@ -23,6 +23,7 @@ from smsroute.errors import (
     LookupFailed,
     NumberNotFound,
     ServiceError,
+    Throttled,
     TransportError,
     Unauthorized,
 )
@@ -68,7 +69,7 @@ def blame(exc: BaseException) -> Blame:
         return Blame.HARD
     if isinstance(exc, ApiError) and not isinstance(exc, RETRYABLE):
         return Blame.HEALTHY
-    if isinstance(exc, CircuitOpen):
+    if isinstance(exc, CircuitOpen | Throttled):
         return Blame.NOTHING
     # ServiceError, TransportError, or anything else that is no answer
     # (a bare LookupFailed from a user's client): the upstream is not answering.
@@ -136,6 +137,8 @@ def reason(exc: BaseException | None) -> str:
         return "no answer"
     if isinstance(exc, CircuitOpen):
         return CIRCUIT_OPEN
+    if isinstance(exc, Throttled):
+        return f"throttled: {exc}"
     code = getattr(exc, "code", None)
     name = type(exc).__name__
     text = str(exc)
