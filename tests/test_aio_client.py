@@ -1,0 +1,238 @@
+"""Tests for AsyncCarrierClient against the fake vendor and hostile servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from smsroute import AsyncCarrierClient, AsyncRouter, RateLimit
+from smsroute.carrier import Carrier
+from smsroute.errors import (
+    BalanceExhausted,
+    ConfigurationError,
+    InvalidNumber,
+    NumberNotFound,
+    Throttled,
+    TransportError,
+    Unauthorized,
+)
+from smsroute.testing import DOC_NUMBER, FakeCarrierServer
+
+GW = {"移动": "CMPP", "联通": "SGIP", "电信": "SMGP", "广电": "CBN"}
+
+
+@pytest.fixture
+def server():
+    """Return a running fake vendor."""
+    with FakeCarrierServer() as s:
+        yield s
+
+
+def run(coro):
+    """Run a coroutine on a fresh event loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_lookup_and_balance(server, method):
+    """A lookup returns the document's answer; balance reads the account; one request each."""
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url, method=method) as c:
+            return await c.lookup(DOC_NUMBER), await c.balance()
+
+    info, balance = run(go())
+    assert (info.mobile, info.current, info.initial, info.area) == (
+        DOC_NUMBER,
+        Carrier.TELECOM,
+        Carrier.MOBILE,
+        "湖北-宜昌",
+    )
+    assert info.ported
+    assert balance.remaining == server.balance
+    assert [r.method for r in server.requests] == [method, method]
+    assert server.paid == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "exc"),
+    [(-1, Unauthorized), (-4, NumberNotFound), (-5, BalanceExhausted), (-9, Unauthorized)],
+)
+def test_codes_raise_their_exceptions_without_retry(server, code, exc):
+    """Vendor codes map to the same exceptions as the sync client, and are not retried."""
+    server.set_fault(code)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            await c.lookup(DOC_NUMBER)
+
+    with pytest.raises(exc):
+        run(go())
+    assert server.carrier_calls == 1
+
+
+def test_service_error_is_retried_within_the_budget(server):
+    """-8 twice, then an answer: the third attempt succeeds."""
+    server.set_fault(-8, for_requests=2)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            return await c.lookup(DOC_NUMBER, timeout=2.0)
+
+    assert run(go()).current == Carrier.TELECOM
+    assert server.carrier_calls == 3
+
+
+def test_invalid_number_costs_nothing(server):
+    """A bad number raises InvalidNumber before any request."""
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            await c.lookup("123")
+
+    with pytest.raises(InvalidNumber):
+        run(go())
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("fault", ["http502", "html", "truncated", "reset", "unknown_isp"])
+def test_transport_faults_are_transport_errors(server, fault):
+    """Every transport-level fault is a TransportError."""
+    server.set_fault(fault)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            await c.lookup(DOC_NUMBER, timeout=1.0)
+
+    with pytest.raises(TransportError):
+        run(go())
+
+
+def test_hanging_vendor_costs_the_budget(server):
+    """A vendor that never answers raises TransportError when the budget is spent."""
+    server.set_fault("hang")
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            started = time.perf_counter()
+            with pytest.raises(TransportError, match="timed out"):
+                await c.lookup(DOC_NUMBER, timeout=0.3)
+            return time.perf_counter() - started
+
+    assert run(go()) < 0.3 + 0.1
+
+
+async def _dripping_server(body_delay: float):
+    """Return a server that sends a valid answer one byte every ``body_delay`` seconds."""
+    body = (
+        '{"code":0,"reason":"Succ","result":{"res":"1","Mobile":"13972565391",'
+        '"Area":"湖北-宜昌","Init_isp":"移动","Now_isp":"电信"}}'
+    ).encode()
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+
+    async def handle(reader, writer):
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in head.encode() + body:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(body_delay)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_dripping_vendor_costs_the_budget_not_minutes():
+    """Headers and body one byte every 50 ms: the call ends at its budget, not after 10 s."""
+
+    async def go():
+        srv = await _dripping_server(0.05)
+        port = srv.sockets[0].getsockname()[1]
+        async with srv, AsyncCarrierClient("k", base_url=f"http://127.0.0.1:{port}") as c:
+            started = time.perf_counter()
+            with pytest.raises(TransportError):
+                await c.lookup(DOC_NUMBER, timeout=0.4)
+            return time.perf_counter() - started
+
+    assert run(go()) < 0.4 + 0.1
+
+
+def test_apikey_never_shows(server, caplog):
+    """The apikey is in no exception, repr or log line, in GET mode too."""
+    key = server.apikey
+    server.set_fault("http502")
+
+    async def go():
+        async with AsyncCarrierClient(key, base_url=server.url, method="GET") as c:
+            assert key not in repr(c)
+            try:
+                await c.lookup(DOC_NUMBER, timeout=0.5)
+            except TransportError as exc:
+                return exc
+        return None
+
+    with caplog.at_level(logging.DEBUG):
+        exc = run(go())
+    assert exc is not None
+    assert key not in str(exc)
+    assert key not in repr(exc.__context__) if exc.__context__ else True
+    assert key not in caplog.text
+    assert DOC_NUMBER not in caplog.text
+
+
+def test_bad_settings_are_refused():
+    """An empty key, an odd method or a non-http URL is a ConfigurationError at construction."""
+    for kwargs in (
+        {"apikey": " "},
+        {"apikey": "k", "method": "PUT"},
+        {"apikey": "k", "base_url": "ftp://x"},
+    ):
+        with pytest.raises(ConfigurationError):
+            AsyncCarrierClient(**kwargs)
+
+
+def test_rate_limit_spreads_calls_and_throttles_past_the_deadline(server):
+    """RateLimit(qps=20, burst=1) spreads calls at 20/s; one that cannot fit is Throttled."""
+    limit = RateLimit(20, burst=1)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url, rate_limit=limit) as c:
+            started = time.perf_counter()
+            await asyncio.gather(*(c.lookup(f"1390000{i:04d}", timeout=2.0) for i in range(6)))
+            spread = time.perf_counter() - started
+            for _ in range(20):
+                limit.reserve(10.0)  # use up the next second of tokens
+            with pytest.raises(Throttled):
+                await c.lookup("13900009999", timeout=0.1)
+            return spread
+
+    spread = run(go())
+    assert spread >= 5 / 20 - 0.02
+    assert server.carrier_calls == 6  # the throttled call never went out
+
+
+def test_throttled_route_falls_back_without_opening_the_breaker(server):
+    """A route whose token cannot come within its deadline falls back; the breaker stays closed."""
+    limit = RateLimit(1, burst=1)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url, rate_limit=limit) as c:
+            router = AsyncRouter(c, GW, deadline=0.2)
+            first = await router.route("13900000001")
+            others = [await router.route(f"1390000{i:04d}") for i in range(2, 9)]
+            return router, first, others
+
+    router, first, others = run(go())
+    assert first.source == "upstream"
+    assert {d.source for d in others} == {"fallback"}
+    assert all(d.reason.startswith("throttled") for d in others)
+    assert router.breaker.state == "closed"
+    assert server.carrier_calls == 1
