@@ -2,7 +2,8 @@
 
 :class:`FakeCarrierServer` is a real HTTP/1.1 server on 127.0.0.1 speaking the
 vendor protocol (``/carrier`` and ``/balance``, GET or POST), with switchable
-faults; :func:`mock_vendor` serves the same answers through
+faults; :class:`AsyncFakeCarrierServer` is the same server on asyncio, for
+throughput work; :func:`mock_vendor` serves the same answers through
 ``responses`` without a socket; :class:`FakeClock` is an injectable clock.
 Every double shares one sans-I/O core, :class:`VendorSimulator`, so they
 cannot disagree.
@@ -30,6 +31,7 @@ or responses at import time; the fixtures live in :mod:`smsroute.pytest_plugin`.
 ``wire``           reason texts, :class:`Reply`, body rendering, form parsing
 ``controls``       the knobs the servers and the mock share
 ``server``         :class:`FakeCarrierServer`: threads, ``http.server``
+``aio_server``     :class:`AsyncFakeCarrierServer`: asyncio streams (lazy)
 ``mock``           :func:`mock_vendor`: ``responses``, no socket
 ``clock``          :class:`FakeClock`
 =================  ===========================================================
@@ -38,6 +40,8 @@ or responses at import time; the fixtures live in :mod:`smsroute.pytest_plugin`.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from smsroute.testing.clock import FakeClock
 from smsroute.testing.faults import FAULTS, Fault, FaultKind
@@ -52,12 +56,16 @@ from smsroute.testing.simulator import (
 )
 from smsroute.testing.wire import REASONS, Reply
 
+if TYPE_CHECKING:
+    from smsroute.testing.aio_server import AsyncFakeCarrierServer
+
 __all__ = [
     "AREAS",
     "DOC_NUMBER",
     "FAULTS",
     "REASONS",
     "AnswerSpec",
+    "AsyncFakeCarrierServer",
     "FakeCarrierServer",
     "FakeClock",
     "Fault",
@@ -68,3 +76,21 @@ __all__ = [
     "VendorSimulator",
     "mock_vendor",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Return AsyncFakeCarrierServer, importing asyncio's server on first use."""
+    # Lazy for two reasons: sync-only test suites need not import asyncio, and
+    # ``python -m smsroute.testing.aio_server`` must not find its own module
+    # already imported by this package (runpy warns, and the classes would exist twice).
+    if name == "AsyncFakeCarrierServer":
+        from smsroute.testing.aio_server import AsyncFakeCarrierServer
+
+        globals()[name] = AsyncFakeCarrierServer
+        return AsyncFakeCarrierServer
+    raise AttributeError(f"module 'smsroute.testing' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """List the package's names, the lazy one included."""
+    return sorted({*globals(), "AsyncFakeCarrierServer"})
