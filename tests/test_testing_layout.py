@@ -142,3 +142,14 @@ def test_set_answer_keywords_are_answer_specs():
         server.set_answer("13800138000", now_isp="联通")  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         server.set_answer("13800138000", fault="gremlins")  # type: ignore[typeddict-item]
+
+
+def test_package_docstring_example_runs():
+    """The example in smsroute.testing's docstring runs as written."""
+    import requests
+
+    doc = smsroute.testing.__doc__ or ""
+    block = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    code = "\n".join(line[4:] for line in block.splitlines())
+    assert "FakeCarrierServer" in code
+    exec(compile(code, "smsroute.testing.__doc__", "exec"), {"requests": requests})

@@ -40,6 +40,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import os
 import signal
 import socket
 import struct
@@ -163,7 +164,8 @@ class AsyncFakeCarrierServer(VendorControls):
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if os.name == "posix":  # elsewhere it lets another socket steal the port
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self._host, self._port))
             sock.setblocking(False)
             self._server = await asyncio.start_server(

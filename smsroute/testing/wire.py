@@ -119,6 +119,16 @@ def render_body(body: Mapping[str, Any], *, trailing_comma: bool = False) -> byt
 
 def parse_form(text: str) -> dict[str, str]:
     """Return the fields of a query string or form body, the first value of each name."""
+    if "%" not in text and "+" not in text:
+        # Nothing to unquote (the usual apikey=...&mobile=... form): the same
+        # result as parse_qs below at a fraction of its cost, which the asyncio
+        # server pays on every request.
+        fields: dict[str, str] = {}
+        for field in text.split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                fields.setdefault(name, value)
+        return fields
     # First value wins for a repeated name; blanks are kept so "apikey=" reads as empty.
     parsed = parse_qs(text, keep_blank_values=True, encoding="utf-8", errors="replace")
     return {k: v[0] for k, v in parsed.items()}
