@@ -32,6 +32,7 @@ or responses at import time; the fixtures live in :mod:`smsroute.pytest_plugin`.
 ``controls``       the knobs the servers and the mock share
 ``server``         :class:`FakeCarrierServer`: threads, ``http.server``
 ``aio_server``     :class:`AsyncFakeCarrierServer`: asyncio streams (lazy)
+``http11``         HTTP/1.1 request heads and response heads for it, no I/O
 ``mock``           :func:`mock_vendor`: ``responses``, no socket
 ``clock``          :class:`FakeClock`
 =================  ===========================================================
