@@ -59,7 +59,7 @@ def find_valkey_server() -> str | None:
         return None
     try:
         path = Path(get_binary_path())
-    except Exception:  # noqa: BLE001 - an unsupported platform: no binary
+    except Exception:  # an unsupported platform: no binary
         return None
     if path.exists() and not os.access(path, os.X_OK):
         with contextlib.suppress(OSError):
