@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from smsroute import segments
 from smsroute.batch import route_batch
+from smsroute.cacheio import CacheIO
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
 from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT
@@ -86,6 +87,7 @@ class Router(BaseRouter):
             clock=clock,
         )
         self._timed = True  # False once the client showed it takes no timeout=
+        self._io = CacheIO(self._cache, lambda exc: self._count_error("cache", exc))
         self._flights: SingleFlight[resolve.Outcome] = SingleFlight()
         self._shared = self._cache if isinstance(self._cache, SharedFlight) else None
 
@@ -114,36 +116,38 @@ class Router(BaseRouter):
 
     def _route(self, number: str, deadline: float | None) -> Decision:
         mobile = normalize(number, self._segments)
-        hit = self._cache_get(mobile)
+        # One budget from here on: the cache read counts against the deadline too.
+        end = self._clock() + self._budget(deadline)
+        hit = self._cache_get(mobile, end)
         first = resolve.from_cache(hit)
         if first is not None:
             return self._decide(mobile, first)
-        return self._resolve(mobile, hit, deadline)
+        return self._resolve(mobile, hit, end)
 
     def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""
         mobile = normalize(number, self._segments)
+        end = self._clock() + self._budget(deadline)
         try:
-            self._cache.delete(mobile)
+            self._io.call("delete", mobile, timeout=end - self._clock())
         except Exception as exc:  # noqa: BLE001 - a broken cache must not fail a send
             self._count_error("cache", exc)
-        return self._resolve(mobile, None, deadline)
+        return self._resolve(mobile, None, end)
 
-    def _resolve(
-        self, mobile: str, stale: tuple[int, bool] | None, deadline: float | None
-    ) -> Decision:
+    def _budget(self, deadline: float | None) -> float:
+        # A per-call deadline may be spent already (<= 0: fall back at once).
+        return self.deadline if deadline is None else check_deadline(deadline, spent_ok=True)
+
+    def _resolve(self, mobile: str, stale: tuple[int, bool] | None, end: float) -> Decision:
         short = resolve.shortcut(
             stale, shared=self._shared is not None, rejecting=self.breaker.rejecting()
         )
         if short is not None:
             return self._fallback(mobile, short.stale, short.reason)
-        # A per-call deadline may be spent already (<= 0: fall back at once).
-        budget = self.deadline if deadline is None else check_deadline(deadline, spent_ok=True)
-        now = self._clock()
-        plan = resolve.plan(now=now, end=now + budget, shared=self._shared is not None)
-        return self._decide(mobile, resolve.settle(self._perform(mobile, plan), stale))
+        plan = resolve.plan(now=self._clock(), end=end, shared=self._shared is not None)
+        return self._decide(mobile, resolve.settle(self._perform(mobile, plan, end), stale))
 
-    def _perform(self, mobile: str, plan: resolve.Plan) -> resolve.Outcome:
+    def _perform(self, mobile: str, plan: resolve.Plan, end: float) -> resolve.Outcome:
         """Run a miss plan: do each step it yields and feed back the result (or the error)."""
         clock = self._clock
         if type(next(plan)) is not resolve.Join:  # every plan opens by joining the flight
@@ -170,15 +174,15 @@ class Router(BaseRouter):
                     elif isinstance(step, resolve.Follow):
                         result = flight.result if flight.wait(step.timeout) else None
                     elif isinstance(step, resolve.Claim):
-                        token = self._claim(mobile, step.ttl)
+                        token = self._claim(mobile, step.ttl, end)
                         result = token is not None
                     elif isinstance(step, resolve.Release):
                         if token is not None:
-                            self._release(mobile, token)
+                            self._release(mobile, token, end)
                             token = None
                         result = None
                     else:
-                        result = self._step(mobile, step)
+                        result = self._step(mobile, step, end)
                 except BaseException as exc:  # noqa: BLE001 - fed back to the plan, which decides
                     error = exc
                     continue
@@ -192,18 +196,18 @@ class Router(BaseRouter):
             if leader:
                 self._flights.land(mobile, flight)
 
-    def _step(self, mobile: str, step: resolve.Step) -> Any:
+    def _step(self, mobile: str, step: resolve.Step, end: float) -> Any:
         """Perform a step that needs no state of the plan's run."""
         if isinstance(step, resolve.Read):
-            return self._cache_get(mobile, count=False)
+            return self._cache_get(mobile, end, count=False)
         if isinstance(step, resolve.Store):
-            self._cache_set(mobile, step.answer)
+            self._io.settle("set", mobile, step.answer, timeout=end - self._clock())
             return None
         if isinstance(step, resolve.WaitFleet):
-            if self._shared is None:
-                return None
             try:
-                return self._shared.wait(mobile, step.timeout)
+                # The store's own wait is bounded by step.timeout; the pool
+                # bounds it too, against a store that blocks inside it.
+                return self._io.call("wait", mobile, step.timeout, timeout=step.timeout + 0.005)
             except Exception as exc:  # noqa: BLE001 - a broken shared store must not fail a send
                 self._count_error("cache", exc)
                 return None
@@ -224,34 +228,25 @@ class Router(BaseRouter):
         finally:
             self._observe(time.perf_counter() - started)
 
-    def _claim(self, mobile: str, ttl: float) -> str | None:
+    def _claim(self, mobile: str, ttl: float, end: float) -> str | None:
         try:
-            return self._shared.claim(mobile, ttl)  # type: ignore[union-attr]
+            token = self._io.call("claim", mobile, ttl, timeout=end - self._clock())
+            return token if token is None or isinstance(token, str) else ""
         except Exception as exc:  # noqa: BLE001 - a broken shared store must not fail a send
             self._count_error("cache", exc)
             return ""  # ask as if there were no fleet; nothing to release
 
-    def _release(self, mobile: str, token: str) -> None:
-        if not token:
-            return
-        try:
-            self._shared.release(mobile, token)  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - the claim expires by itself
-            self._count_error("cache", exc)
+    def _release(self, mobile: str, token: str, end: float) -> None:
+        if token:
+            self._io.settle("release", mobile, token, timeout=end - self._clock())
 
-    def _cache_get(self, mobile: str, *, count: bool = True) -> tuple[int, bool] | None:
+    def _cache_get(self, mobile: str, end: float, *, count: bool = True) -> tuple[int, bool] | None:
         try:
-            return self._cache.get(mobile)
+            return self._io.get(mobile, end - self._clock())
         except Exception as exc:  # noqa: BLE001 - a broken cache must not fail a send
             if count:
                 self._count_error("cache", exc)
             return None
-
-    def _cache_set(self, mobile: str, answer: int) -> None:
-        try:
-            self._cache.set(mobile, answer)
-        except Exception as exc:  # noqa: BLE001 - losing a cache write must not fail a send
-            self._count_error("cache", exc)
 
     # -- send path --------------------------------------------------------------------
 
@@ -294,7 +289,8 @@ class Router(BaseRouter):
 
     def _reroute(self, refused: Decision) -> Decision:
         mobile = refused.mobile
-        fresh = resolve.after_refusal(self._cache_get(mobile), refused.answer)
+        end = self._clock() + self.deadline
+        fresh = resolve.after_refusal(self._cache_get(mobile, end), refused.answer)
         if fresh is not None:
             return self._decide(mobile, fresh)
         return self.refresh(mobile)
@@ -319,6 +315,16 @@ class Router(BaseRouter):
             concurrency=concurrency,
             return_exceptions=return_exceptions,
         )
+
+    def close(self) -> None:
+        """Let cache writes in flight finish and stop the router's cache threads."""
+        self._io.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def cache(self) -> CacheBackend:

@@ -605,3 +605,43 @@ def test_route_picked_during_a_settings_change_is_not_kept(cache, clock):
     assert router.route(MOBILE_NO).gateway == "old-rule"  # picked under the old rules
     assert router.route(MOBILE_NO).gateway == "gw-mobile"
     assert router.route(MOBILE_NO).gateway == "gw-mobile"
+
+
+class _StuckCache(MemoryCache):
+    """A cache whose every call blocks for ``delay`` seconds (a Redis dripping bytes)."""
+
+    delay = 2.0
+
+    def get(self, number):
+        """Block, then answer."""
+        import time as _time
+
+        _time.sleep(self.delay)
+        return super().get(number)
+
+    def set(self, number, answer):
+        """Block, then store."""
+        import time as _time
+
+        _time.sleep(self.delay)
+        super().set(number, answer)
+
+
+def test_a_blocking_cache_costs_a_route_its_deadline_not_more():
+    """Cache I/O is inside the budget: a cache that blocks for 2 s costs a 0.2 s route 0.2 s."""
+    import time as _time
+
+    client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
+
+    class NotMemory(_StuckCache):
+        """Seen by the router as a cache that can block (not the in-process MemoryCache)."""
+
+    router = Router(client, {M: "m", T: "t"}, cache=NotMemory(), deadline=0.2)
+    router._io.inline = False  # what CacheIO decides for every cache but MemoryCache
+    started = _time.perf_counter()
+    d = router.route(MOBILE_NO)
+    took = _time.perf_counter() - started
+    router.close()
+    assert took < 0.2 + 0.05
+    assert d.source in ("upstream", "fallback")
+    assert router.stats()["errors"].get("cache", 0) >= 1

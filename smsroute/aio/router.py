@@ -11,9 +11,9 @@ never waits), and cache I/O is awaited with a bound:
 * any other cache (SqliteCache, a synchronous RedisCache) runs in a worker
   thread, so no call on the loop waits on a lock or the disk.
 
-One budget covers the route: cache reads, fleet waits and the vendor call
-all fit in ``deadline``; cache writes and claim releases after the answer
-run in the background, so a slow store never delays a send.
+One budget covers the route: cache reads, fleet waits, the vendor call and
+the writes after it all fit in ``deadline``; a write still running then
+finishes in the background, so a slow store never delays a send past it.
 
 .. versionadded:: 0.2.0
 """
@@ -197,7 +197,7 @@ class AsyncRouter(BaseRouter):
                     elif isinstance(step, resolve.Read):
                         result = await self._cache_op("get", mobile, end=end, count=False)
                     elif isinstance(step, resolve.Store):
-                        self._later("set", mobile, step.answer)
+                        await self._settle("set", mobile, step.answer, end=end)
                         result = None
                     elif isinstance(step, resolve.Claim):
                         token = await self._claim(mobile, step.ttl, end)
@@ -206,7 +206,7 @@ class AsyncRouter(BaseRouter):
                         result = await self._cache_op("wait", mobile, step.timeout, end=end + 0.005)
                     elif isinstance(step, resolve.Release):
                         if token:
-                            self._later("release", mobile, token)
+                            await self._settle("release", mobile, token, end=end)
                         token = None
                         result = None
                     else:
@@ -293,7 +293,23 @@ class AsyncRouter(BaseRouter):
                 self._count_error("cache", exc)
             return failed
 
-    def _later(self, op: str, mobile: str, *args: Any) -> None:
+    async def _settle(self, op: str, mobile: str, *args: Any, end: float) -> None:
+        """Run a cache write, awaited while the deadline lasts, then left to the background.
+
+        Awaited while it can be, so that the next send of the number finds the
+        answer (and does not pay for it again); never past the deadline.
+        """
+        if self._cache_kind == "memory":
+            self._later(op, mobile, *args)
+            return
+        task = self._later(op, mobile, *args)
+        left = end - self._clock()
+        if task is not None and left > 0:
+            # shield(): a write that outlasts the deadline goes on by itself.
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), left)
+
+    def _later(self, op: str, mobile: str, *args: Any) -> asyncio.Future[Any] | None:
         """Run a cache write in the background: the send has its answer already."""
         method = getattr(self._cache, op)
         if self._cache_kind == "memory":
@@ -301,7 +317,7 @@ class AsyncRouter(BaseRouter):
                 method(mobile, *args)
             except Exception as exc:  # noqa: BLE001 - losing a cache write must not fail a send
                 self._count_error("cache", exc)
-            return
+            return None
         call = (
             method(mobile, *args)
             if self._cache_kind == "async"
@@ -310,6 +326,7 @@ class AsyncRouter(BaseRouter):
         task = asyncio.ensure_future(call)
         self._background.add(task)
         task.add_done_callback(self._landed)
+        return task
 
     def _landed(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
