@@ -14,6 +14,8 @@ import pytest
 
 import smsroute
 from smsroute import cli
+from smsroute.cli.progress import Progress
+from smsroute.cli.writer import ROUTE_COLUMNS
 from smsroute.routing import Router
 from smsroute.testing import DOC_NUMBER, FakeCarrierServer, FakeClock
 
@@ -158,7 +160,7 @@ def test_route_text_file(server, numbers_txt, tmp_path, capsys):
     captured = capsys.readouterr()
     rows = rows_of(captured.out)
     assert [r["number"] for r in rows] == [PLAIN, DOC_NUMBER, VIRTUAL]
-    assert list(rows[0]) == list(cli.ROUTE_COLUMNS)
+    assert list(rows[0]) == list(ROUTE_COLUMNS)
     assert rows[1] == {
         "number": DOC_NUMBER,
         "initial": "移动",
@@ -321,7 +323,7 @@ def test_progress_without_tqdm_prints_a_periodic_line(monkeypatch, capsys):
     """Without tqdm the progress is a line on stderr every two seconds once a run is long."""
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
     clock = FakeClock()
-    progress = cli._Progress(10, True, clock=clock)
+    progress = Progress(10, True, clock=clock)
     progress.update()  # at once: too early to say anything
     clock.advance(2.5)
     progress.update()
