@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import smsroute.cli
+from smsroute.cli.common import EXIT_STATUSES
 
 CLI_DIR = Path(smsroute.cli.__file__).parent
 MODULES = sorted(CLI_DIR.glob("*.py"))
@@ -42,3 +43,20 @@ def test_demo_does_not_import_the_command_line():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_readme_lists_the_exit_statuses_of_the_code():
+    """The README's exit status table says what EXIT_STATUSES says, status by status."""
+    readme = (CLI_DIR.parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("Exit status (also at the end of `smsroute --help`):", 1)[1]
+    rows = [line.split("|")[1:3] for line in table.strip().splitlines()[2:] if line.startswith("|")]
+    documented = [(int(code), meaning.strip().replace("`", "")) for code, meaning in rows]
+    assert documented == list(EXIT_STATUSES)
+
+
+def test_help_ends_with_the_exit_statuses(capsys):
+    """`smsroute --help` lists every exit status."""
+    assert smsroute.cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for code, _ in EXIT_STATUSES:
+        assert f"\n  {code:<4} " in out

@@ -7,9 +7,11 @@ a library. Configuration comes from flags, then the environment
 :mod:`smsroute.cli.common`.
 
 Modules: :mod:`~smsroute.cli.common` (exit statuses, errors, the client),
-:mod:`~smsroute.cli.args` (parser helpers), one per command (``lookup``,
-``balance``, ``segment``, ``route``, ``fake_server``, ``demo``), and the parts
-of ``route`` (``reader``, ``writer``, ``summary``, ``progress``).
+:mod:`~smsroute.cli.args` (parser helpers), :mod:`~smsroute.cli.answers` (the
+answers cache file), one per command (``lookup``, ``balance``, ``segment``,
+``route``, ``cache``, ``fake_server``, ``demo``), and the parts of ``route``:
+``sniff`` and ``reader`` (the input), ``writer`` and ``destination`` (the
+output), ``summary`` and ``progress``.
 
 .. versionadded:: 0.1.0
 """
@@ -21,18 +23,22 @@ import contextlib
 import logging
 import os
 import sys
+import textwrap
 import warnings
 
 from smsroute._version import __version__
-from smsroute.cli import balance, demo, fake_server, lookup, route, segment
+from smsroute.cli import balance, cache, demo, fake_server, lookup, route, segment
 from smsroute.cli.args import Parser, add_global_options
 from smsroute.cli.common import (
     ENV_APIKEY,
     ENV_BASE_URL,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_STATUSES,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     CommandError,
+    Terminated,
     err,
 )
 from smsroute.errors import ConfigurationError, SmsRouteError
@@ -70,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     except SmsRouteError as exc:
         err(str(exc))
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            err("terminated")
+            return EXIT_TERMINATED
         err("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -88,15 +97,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``smsroute`` command."""
+    statuses = "\n".join(
+        textwrap.fill(meaning, 76, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code, meaning in EXIT_STATUSES
+    )
     parser = Parser(
         prog="smsroute",
         description="Route SMS and top-up sends to a number's current operator after porting.",
-        epilog=f"The apikey comes from --apikey or ${ENV_APIKEY}; it is never printed.",
+        epilog=f"The apikey comes from --apikey or ${ENV_APIKEY}; it is never printed.\n\n"
+        f"exit status:\n{statuses}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"smsroute {__version__}")
     add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (lookup, balance, segment, route, fake_server, demo):
+    for command in (lookup, balance, segment, route, cache, fake_server, demo):
         command.register(sub)
     return parser
 

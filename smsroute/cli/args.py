@@ -16,6 +16,7 @@ __all__ = [
     "Parser",
     "add_global_options",
     "add_subcommand",
+    "delimiter",
     "non_negative_float",
     "port",
     "positive_float",
@@ -81,6 +82,19 @@ def add_global_options(
         metavar="SECONDS",
         help="per request (default: 2 s to connect, 3 s to read)",
     )
+
+
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def delimiter(text: str) -> str:
+    """Parse a CSV delimiter: one character, or ``tab`` (also ``\\t``), ``comma``, ``semicolon``."""
+    value = _DELIMITER_NAMES.get(text.lower(), text)
+    if len(value) != 1 or value in '"\r\n' or value.isalnum():
+        raise argparse.ArgumentTypeError(
+            f"one character, or tab, comma, semicolon, pipe; not {text!r}"
+        )
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -1,14 +1,7 @@
 """What every command shares: exit statuses, the one-line error, the vendor client from flags.
 
-Exit statuses of the ``smsroute`` command (the one place they are defined):
-
-====  ==========================================================================
-0     done
-1     a lookup failed, or a route run stopped on a rejected key or an empty
-      account, or a number had no gateway
-2     a usage error: missing apikey, bad option or value, unreadable input
-130   interrupted (Ctrl-C)
-====  ==========================================================================
+Exit statuses are defined here and only here (``EXIT_STATUSES`` feeds the
+``--help`` text; the README mirrors it).
 
 .. versionadded:: 0.1.0
 """
@@ -29,8 +22,11 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_STATUSES",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "CommandError",
+    "Terminated",
     "carrier_name",
     "err",
     "make_client",
@@ -43,6 +39,19 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_TERMINATED: Final = 143  # 128 + SIGTERM, as a shell reports a process killed by it
+EXIT_STATUSES: Final = (
+    (EXIT_OK, "done"),
+    (
+        EXIT_FAILED,
+        "a lookup or a write failed, a route run stopped on a rejected key or an empty "
+        "account, or a number had no gateway",
+    ),
+    (EXIT_USAGE, "a usage error: missing apikey, bad option, unreadable input or output"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C); route keeps the rows done in FILE.partial"),
+    (EXIT_TERMINATED, "terminated (SIGTERM); route does as for Ctrl-C"),
+)
+"""Every exit status of the ``smsroute`` command, with what it means."""
 
 
 class CommandError(Exception):
@@ -51,6 +60,10 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises KeyboardInterrupt."""
 
 
 def err(message: str) -> None:

@@ -1,4 +1,4 @@
-"""The progress display of a long ``route`` run, on stderr.
+"""The progress display of a long ``route`` run: on stderr, and only where rows cannot mix with it.
 
 .. versionadded:: 0.1.0
 """
@@ -12,7 +12,18 @@ from typing import Any
 
 from smsroute.cli.common import err
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "progress_enabled"]
+
+
+def progress_enabled(
+    *, stderr_tty: bool, stdout_tty: bool, to_stdout: bool, disabled: bool
+) -> bool:
+    """Return True when a progress display may show on stderr.
+
+    Only on a terminal, and not while rows print to stdout on a terminal too:
+    that is most likely the same screen, where a bar would cut into the rows.
+    """
+    return not disabled and stderr_tty and not (to_stdout and stdout_tty)
 
 
 class Progress:
