@@ -128,14 +128,14 @@ class Source:
     # -- reading ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _text(self) -> Iterator[IO[str]]:
+    def _text(self, errors: str = "strict") -> Iterator[IO[str]]:
         if self._raw is None:
             assert self.path is not None
-            with open(self.path, encoding=self.encoding, newline="") as stream:
+            with open(self.path, encoding=self.encoding, errors=errors, newline="") as stream:
                 yield stream
             return
         self._raw.seek(0)
-        stream = io.TextIOWrapper(self._raw, encoding=self.encoding, newline="")
+        stream = io.TextIOWrapper(self._raw, encoding=self.encoding, errors=errors, newline="")
         try:
             yield stream
         finally:
@@ -143,14 +143,8 @@ class Source:
 
     def sample(self) -> str:
         """Return the start of the input as text (undecodable bytes replaced)."""
-        if self._raw is None:
-            assert self.path is not None
-            with open(self.path, encoding=self.encoding, errors="replace", newline="") as f:
-                text = f.read(_SAMPLE_CHARS)
-        else:
-            self._raw.seek(0)
-            data = self._raw.read(_SAMPLE_CHARS * 4)
-            text = codecs.decode(data, self.encoding, errors="replace")[:_SAMPLE_CHARS]
+        with self._text(errors="replace") as stream:
+            text = stream.read(_SAMPLE_CHARS)
         if len(text) == _SAMPLE_CHARS:  # cut: drop the last, partial line
             text = text[: max(text.rfind("\n"), 0)]
         return text

@@ -183,19 +183,26 @@ def _gateways(args: argparse.Namespace) -> tuple[dict[Carrier | str, Any], str]:
     return gateways, virtual
 
 
-def _check_outputs(args: argparse.Namespace, source: Source) -> None:
-    """Refuse outputs that would overwrite the input or each other, before anything is paid."""
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that do not go together, before anything is read."""
     if args.excel and args.format != "csv":
         raise CommandError("--excel writes CSV: it cannot go with --format jsonl", EXIT_USAGE)
-    named = [(flag, path) for flag, path in (("-o", args.output), ("--rejects", args.rejects))]
-    files = [(flag, path) for flag, path in named if path not in (None, "-")]
+    if args.rejects == "-" and args.output in (None, "-"):
+        raise CommandError("--rejects -: the rows already go to stdout", EXIT_USAGE)
+
+
+def _check_outputs(args: argparse.Namespace, source: Source) -> None:
+    """Refuse outputs that would overwrite the input or each other, before anything is paid."""
+    files = [
+        (flag, path)
+        for flag, path in (("-o", args.output), ("--rejects", args.rejects))
+        if path not in (None, "-")
+    ]
     for flag, path in files:
         if source.path is not None and same_file(path, source.path):
             raise CommandError(f"{flag} {path}: that is the input file", EXIT_USAGE)
     if len(files) == 2 and same_file(files[0][1], files[1][1]):
         raise CommandError("-o and --rejects name the same file", EXIT_USAGE)
-    if args.rejects == "-" and args.output in (None, "-"):
-        raise CommandError("--rejects -: the rows already go to stdout", EXIT_USAGE)
 
 
 def _scan(source: Source, summary: RouteSummary) -> dict[str, int]:
@@ -247,6 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = RouteSummary(source="stdin" if args.file == "-" else args.file)
     gateways, virtual = _gateways(args)
+    _check_flags(args)
     hard = threading.Event()
 
     def on_alert(alert: Alert) -> None:
