@@ -10,7 +10,6 @@ days and the breaker's cool-down, so the walk-through takes about a second.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TextIO
 
@@ -18,6 +17,7 @@ from smsroute.cache import DAY, MemoryCache
 from smsroute.client import CarrierClient
 from smsroute.resilience import CircuitBreaker, default_retrying
 from smsroute.routing import Decision, Router
+from smsroute.tables import format_table
 
 __all__ = ["GATEWAYS", "run_demo"]
 
@@ -65,7 +65,7 @@ def _operator(decision: Decision) -> str:
 
 def run_demo(out: TextIO) -> int:
     """Print the walk-through to ``out``; return 0."""
-    from smsroute.cli import format_table
+    # Imported here: the test doubles are not needed to import the module.
     from smsroute.testing import AnswerSpec, FakeCarrierServer, FakeClock
 
     clock = FakeClock()
@@ -136,7 +136,7 @@ def run_demo(out: TextIO) -> int:
         url = server.url
         paid = server.paid
 
-    _print(out, url, steps, notes, format_table)
+    _print(out, url, steps, notes)
     decisions = stats["decisions"]
     out.write(
         f"\nbalance: {balance.remaining:,} queries left ({balance.fee_type}); "
@@ -156,7 +156,6 @@ def _print(
     url: str,
     steps: list[_Step],
     notes: list[tuple[int, str]],
-    format_table: Callable[..., str],
 ) -> None:
     out.write(f"smsroute demo: a fake vendor on {url} (no key, no network)\n")
     gateways = "  ".join(f"{op} → {gw}" for op, gw in GATEWAYS.items())

@@ -14,6 +14,8 @@ import pytest
 
 import smsroute
 from smsroute import cli
+from smsroute.cli.progress import Progress
+from smsroute.cli.writer import ROUTE_COLUMNS
 from smsroute.routing import Router
 from smsroute.testing import DOC_NUMBER, FakeCarrierServer, FakeClock
 
@@ -158,8 +160,10 @@ def test_route_text_file(server, numbers_txt, tmp_path, capsys):
     captured = capsys.readouterr()
     rows = rows_of(captured.out)
     assert [r["number"] for r in rows] == [PLAIN, DOC_NUMBER, VIRTUAL]
-    assert list(rows[0]) == list(cli.ROUTE_COLUMNS)
+    assert list(rows[0]) == ["line", "input", *ROUTE_COLUMNS]
     assert rows[1] == {
+        "line": "2",
+        "input": "139 7256 5391",
         "number": DOC_NUMBER,
         "initial": "移动",
         "current": "电信",
@@ -268,7 +272,7 @@ def test_route_number_of_no_operator_needs_a_default_gateway(server, tmp_path, c
 
 
 def test_route_keyboard_interrupt_keeps_written_rows(server, tmp_path, monkeypatch, capsys):
-    """Ctrl-C after some rows keeps them in the output file, prints the summary and exits 130."""
+    """Ctrl-C after some rows keeps them as FILE.partial, prints the summary and exits 130."""
     source = tmp_path / "many.txt"
     source.write_text("".join(f"1380013{i:04d}\n" for i in range(10)), encoding="utf-8")
     target = tmp_path / "out.csv"
@@ -284,10 +288,12 @@ def test_route_keyboard_interrupt_keeps_written_rows(server, tmp_path, monkeypat
     monkeypatch.setattr(Router, "route", route_then_interrupt)
     argv = ["route", str(source), "-o", str(target), "--no-cache", "--concurrency", "1"]
     assert cli.main(argv) == 130
-    rows = rows_of(target.read_text(encoding="utf-8"))
+    partial = tmp_path / "out.csv.partial"
+    rows = rows_of(partial.read_text(encoding="utf-8"))
     assert [r["number"] for r in rows] == ["13800130000", "13800130001", "13800130002"]
+    assert not target.exists()
     err = capsys.readouterr().err
-    assert f"interrupted: 3 of 10 numbers written to {target}" in err
+    assert f"interrupted: 3 of 10 numbers written to {partial}" in err
     assert "queries paid: 3 " in err
 
 
@@ -321,7 +327,7 @@ def test_progress_without_tqdm_prints_a_periodic_line(monkeypatch, capsys):
     """Without tqdm the progress is a line on stderr every two seconds once a run is long."""
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
     clock = FakeClock()
-    progress = cli._Progress(10, True, clock=clock)
+    progress = Progress(10, True, clock=clock)
     progress.update()  # at once: too early to say anything
     clock.advance(2.5)
     progress.update()

@@ -1,0 +1,488 @@
+"""``smsroute route``: route a list of numbers, in input order, on a pool of threads.
+
+Two readings of the input (see :mod:`smsroute.cli.reader`): the first counts
+and checks every row before a query is paid for, the second routes the first
+line of each number with its cells and writes the rows as they complete, in
+input order, with at most ``--concurrency * 4`` rows in flight.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Final
+
+from smsroute.cache import MemoryCache
+from smsroute.carrier import Carrier
+from smsroute.cli.answers import open_or_memory
+from smsroute.cli.args import add_subcommand, delimiter, positive_float, positive_int
+from smsroute.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    CommandError,
+    Terminated,
+    make_client,
+)
+from smsroute.cli.destination import Destination, same_file
+from smsroute.cli.progress import Progress, progress_enabled
+from smsroute.cli.reader import InputRow, Source, open_source
+from smsroute.cli.summary import RouteSummary, print_summary
+from smsroute.cli.writer import ROUTE_COLUMNS, Layout, OutputError, RowWriter, decision_row
+from smsroute.errors import InvalidNumber, NoRoute
+from smsroute.numbers import normalize
+from smsroute.resilience import Alert
+from smsroute.routing import Decision, Router
+from smsroute.types import CacheBackend
+
+__all__ = ["ROUTE_DEADLINE", "register", "run"]
+
+ROUTE_DEADLINE: Final = 3.0  # seconds; a bulk job would rather wait than fall back
+_VIRTUAL_KEYS: Final = ("virtual", "mvno")
+
+DESCRIPTION: Final = """\
+Route a list of numbers to the gateway of each one's current operator.
+
+input: a text list (one number a line; blank lines and # comments skipped), a
+  CSV or TSV, or - for stdin. The encoding is detected (UTF-8, UTF-8 or UTF-16
+  with a BOM, else GB18030/GBK as Excel saves in China) unless --encoding names
+  it. The delimiter (tab, comma, semicolon, pipe) is sniffed from the first
+  rows, whatever the file's name, unless --delimiter names it. The first row is
+  a header when none of its cells is a valid number and the number column's
+  cell (any cell, without a --column index) has a letter: 'phone2' and '手机号'
+  are names, '12345' is a bad number; --header or --no-header decide instead.
+  Without --column the numbers are in the only column, or in the one whose
+  header is like mobile, phone, tel, 手机号 or 号码. Blank rows are skipped; a
+  row whose number cell is empty is counted as empty.
+
+output: CSV (or JSON lines) of the input line, every input column as read,
+  then number, initial, current, ported, virtual, area, gateway, source (an
+  added column named like an input column gets a route_ prefix). A number on
+  several lines is routed once, on its first line. Rows that cannot be routed
+  (invalid, empty, no gateway) are counted in the summary and, with --rejects
+  FILE, all written there with their line, input and reason. A file given to
+  -o or --rejects appears whole at the end: until then rows go to a temporary
+  file beside it, and a run that stops early keeps them as FILE.partial. CSV
+  text cells a spreadsheet would run as a formula (=, +, -, @, tab or CR
+  first) get a leading ' (OWASP); plain numbers such as -1 stay as they are.
+
+The summary on stderr counts rows, operators, ports, queries paid and cache
+hits. Ctrl-C or SIGTERM stops the run with its summary and the rows done.
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the ``route`` subcommand."""
+    p = add_subcommand(
+        sub,
+        "route",
+        "route a list of numbers: CSV or JSON lines of decisions",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="a text list, a CSV or TSV, or - for stdin")
+    i = p.add_argument_group("input")
+    i.add_argument(
+        "--column",
+        metavar="NAME_OR_INDEX",
+        help="the number column: a header name, or an index counting from 1 "
+        "(default: see above); makes any FILE a CSV",
+    )
+    i.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the first row is (or is not) a header (default: detected, see above)",
+    )
+    i.add_argument("--encoding", metavar="CODEC", help="e.g. gbk, utf-8 (default: detected)")
+    i.add_argument(
+        "--delimiter",
+        type=delimiter,
+        metavar="CHAR",
+        help="a CSV delimiter: one character, or tab (default: sniffed)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=("csv", "jsonl"), default="csv", help="default: csv")
+    o.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    o.add_argument(
+        "--rejects", metavar="FILE", help="write every row that could not be routed here"
+    )
+    o.add_argument(
+        "--excel",
+        action="store_true",
+        help="write CSV as UTF-8 with a BOM, so that Excel shows 移动 and 联通",
+    )
+    o.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
+    r = p.add_argument_group("routing")
+    r.add_argument(
+        "--concurrency", type=positive_int, default=8, help="lookups in flight (default: 8)"
+    )
+    r.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="OPERATOR=NAME",
+        help="gateway name for an operator, e.g. 移动=cmpp (repeatable; default: the "
+        "operator's name); 'virtual=NAME' routes virtual-operator numbers there",
+    )
+    r.add_argument(
+        "--default-gateway", metavar="NAME", help="gateway for numbers of no known operator"
+    )
+    r.add_argument(
+        "--deadline",
+        type=positive_float,
+        default=ROUTE_DEADLINE,
+        help=f"seconds to wait for the vendor before falling back (default: {ROUTE_DEADLINE})",
+    )
+    cache = r.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-file",
+        metavar="PATH",
+        help="SQLite cache of answers, so a second run pays nothing again (default: a "
+        "file in the user cache directory, see 'smsroute cache path'); one that cannot "
+        "be used is a warning, and answers are kept in memory",
+    )
+    cache.add_argument("--no-cache", action="store_true", help="keep answers in memory only")
+    p.set_defaults(func=run)
+
+
+def _gateways(args: argparse.Namespace) -> tuple[dict[Carrier | str, Any], str]:
+    gateways: dict[Carrier | str, Any] = {c: c.value for c in Carrier}
+    virtual = "host"
+    for item in args.gateway:
+        key, sep, name = item.partition("=")
+        key, name = key.strip(), name.strip()
+        if not sep or not key or not name:
+            raise CommandError(
+                f"--gateway {item!r}: expected OPERATOR=NAME, e.g. 移动=cmpp", EXIT_USAGE
+            )
+        carrier = Carrier.parse(key)
+        if carrier is not None:
+            gateways[carrier] = name
+        elif key.lower() in _VIRTUAL_KEYS:
+            gateways["virtual"] = name
+            virtual = "virtual"
+        else:
+            raise CommandError(
+                f"--gateway {item!r}: unknown operator {key!r} (移动, 联通, 电信, 广电 or virtual)",
+                EXIT_USAGE,
+            )
+    return gateways, virtual
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that do not go together, before anything is read."""
+    if args.excel and args.format != "csv":
+        raise CommandError("--excel writes CSV: it cannot go with --format jsonl", EXIT_USAGE)
+    if args.rejects == "-" and args.output in (None, "-"):
+        raise CommandError("--rejects -: the rows already go to stdout", EXIT_USAGE)
+
+
+def _check_outputs(args: argparse.Namespace, source: Source) -> None:
+    """Refuse outputs that would overwrite the input or each other, before anything is paid."""
+    files = [
+        (flag, path)
+        for flag, path in (("-o", args.output), ("--rejects", args.rejects))
+        if path not in (None, "-")
+    ]
+    for flag, path in files:
+        if source.path is not None and same_file(path, source.path):
+            raise CommandError(f"{flag} {path}: that is the input file", EXIT_USAGE)
+    if len(files) == 2 and same_file(files[0][1], files[1][1]):
+        raise CommandError("-o and --rejects name the same file", EXIT_USAGE)
+
+
+def _scan(source: Source, summary: RouteSummary) -> dict[str, int]:
+    """Count and check every row; return the line each distinct valid number is first on."""
+    first_line: dict[str, int] = {}
+    for row in source.rows():
+        summary.rows += 1
+        if not row.value:
+            summary.empty.add(row.line, "", "empty")
+            continue
+        try:
+            mobile = normalize(row.value)
+        except InvalidNumber as exc:
+            summary.invalid.add(row.line, row.value, str(exc))
+            continue
+        if mobile in first_line:
+            summary.duplicates += 1
+            continue
+        first_line[mobile] = row.line
+    return first_line
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into a Terminated (a KeyboardInterrupt) in the main thread, for this block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # Once: a second SIGTERM while the rows and the cache are saved is ignored.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Route every row of a file: one output row per distinct valid number, rejects apart."""
+    with _sigterm_interrupts():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    summary = RouteSummary(source="stdin" if args.file == "-" else args.file)
+    gateways, virtual = _gateways(args)
+    _check_flags(args)
+    hard = threading.Event()
+
+    def on_alert(alert: Alert) -> None:
+        if alert.kind in ("unauthorized", "balance_exhausted"):
+            summary.alert = alert
+            hard.set()
+
+    with contextlib.ExitStack() as stack:  # closed last-opened first
+        client = make_client(args, pool_maxsize=max(32, args.concurrency))
+        stack.callback(client.close)
+        source = stack.enter_context(open_source(args))
+        _check_outputs(args, source)
+        first_line = _scan(source, summary)
+        summary.unique = len(first_line)
+        summary.input = source.describe()
+        summary.csv_input = source.delimiter is not None
+        cache: CacheBackend
+        if args.no_cache:
+            cache, close_cache = MemoryCache(), lambda: None
+        else:
+            cache, close_cache = open_or_memory(args.cache_file)
+        stack.callback(close_cache)
+        router = Router(
+            client,
+            gateways,
+            default=args.default_gateway,
+            cache=cache,
+            virtual=virtual,
+            deadline=args.deadline,
+            on_alert=on_alert,
+        )
+        job = _Run(args, source, summary, first_line, router, hard)
+        job.open()
+        finished, error_status = False, EXIT_FAILED
+        try:
+            job.route_all()
+            finished = True
+        except KeyboardInterrupt as exc:
+            summary.stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        except CommandError as exc:  # a full disk, an input changed under the run
+            summary.error, error_status = str(exc), exc.status
+        finally:
+            # Anything but a run through every row (an error raised on, too)
+            # keeps the rows as .partial rather than put them in place.
+            job.close(complete=finished and summary.alert is None)
+        stats = router.stats()
+    print_summary(summary, stats, time.monotonic() - started)
+    if summary.stopped == "terminated":
+        return EXIT_TERMINATED
+    if summary.stopped is not None:
+        return EXIT_INTERRUPTED
+    if summary.error is not None:
+        return error_status
+    if summary.alert is not None or summary.no_route.count:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+@dataclass
+class _Pending:
+    """A row in the window: waiting for its decision, or a reject (reason set)."""
+
+    row: InputRow
+    future: Future[Decision] | None
+    reason: str = ""
+
+
+class _Run:
+    """The routing pass of a run: the pool, the outputs and the window of rows in flight."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        source: Source,
+        summary: RouteSummary,
+        first_line: dict[str, int],
+        router: Router,
+        hard: threading.Event,
+    ) -> None:
+        self.args = args
+        self.source = source
+        self.summary = summary
+        self.first_line = first_line
+        self.router = router
+        self.hard = hard
+        self.out = Destination(args.output, bom=args.excel)
+        self.rejects = Destination(args.rejects, bom=args.excel) if args.rejects else None
+        self.out_rows: RowWriter | None = None
+        self.reject_rows: RowWriter | None = None
+        self.progress: Progress | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.window: deque[_Pending] = deque()
+
+    def open(self) -> None:
+        """Open the outputs (refusing unwritable ones, exit 2), the progress and the pool."""
+        names, keys = self.source.column_names, self.source.json_keys
+        try:
+            self.out_rows = RowWriter(
+                self.out.open(),
+                self.args.format,
+                Layout(names, keys, ROUTE_COLUMNS),
+                name=self.out.name,
+            )
+            if self.rejects is not None:
+                self.reject_rows = RowWriter(
+                    self.rejects.open(),
+                    self.args.format,
+                    Layout(names, keys, ("reason",)),
+                    name=self.rejects.name,
+                )
+        except BaseException:
+            self.out.abandon()
+            if self.rejects is not None:
+                self.rejects.abandon()
+            raise
+        to_stdout = self.out.to_stdout or (self.rejects is not None and self.rejects.to_stdout)
+        enabled = progress_enabled(
+            stderr_tty=sys.stderr.isatty(),
+            stdout_tty=sys.stdout.isatty(),
+            to_stdout=to_stdout,
+            disabled=self.args.no_progress,
+        )
+        self.progress = Progress(len(self.first_line), enabled)
+        self.pool = ThreadPoolExecutor(self.args.concurrency, thread_name_prefix="smsroute-cli")
+
+    def route_all(self) -> None:
+        """Route on the pool, writing rows and rejects in input order as they complete."""
+        assert self.pool is not None
+        # At most ``limit`` lookups submitted ahead of the row being written:
+        # memory stays flat on a long list while the pool stays busy.
+        limit = self.args.concurrency * 4
+        window = self.window
+        for row in self.source.rows():
+            if self.hard.is_set():
+                break  # a wrong key or an empty account: the rest would only fall back
+            pending = self._pending(row)
+            if pending is None:
+                continue
+            window.append(pending)
+            while window and (len(window) >= limit or window[0].future is None):
+                self._drain_one()
+        while window:
+            self._drain_one()
+
+    def _pending(self, row: InputRow) -> _Pending | None:
+        if not row.value:
+            return _Pending(row, None, f"empty: no number in {self.source.column_label()}")
+        try:
+            mobile = normalize(row.value)
+        except InvalidNumber as exc:
+            return _Pending(row, None, f"invalid: {exc}")
+        if self.first_line.get(mobile) != row.line:
+            return None  # a number seen on an earlier line: routed there
+        assert self.pool is not None
+        return _Pending(row, self.pool.submit(self.router.route, mobile))
+
+    def _drain_one(self) -> None:
+        # Taken off the window only once its row is written: a row whose wait
+        # is interrupted stays, to be written if its lookup still finishes.
+        pending = self.window[0]
+        row, s = pending.row, self.summary
+        if pending.future is None:
+            self._reject(row, pending.reason)
+            self.window.popleft()
+            return
+        try:
+            decision = pending.future.result()
+        except NoRoute as exc:
+            s.no_route.add(row.line, row.value, str(exc))
+            self._reject(row, f"no gateway: {exc}")
+        else:
+            fields = decision_row(decision)
+            assert self.out_rows is not None
+            self.out_rows.write(row.line, row.cells, fields)
+            s.written += 1
+            s.operators[fields["current"] or "unknown"] += 1
+            if decision.info is not None:
+                s.answered += 1
+                s.ported += bool(fields["ported"])
+        self.window.popleft()
+        assert self.progress is not None
+        self.progress.update()
+
+    def _reject(self, row: InputRow, reason: str) -> None:
+        if self.reject_rows is not None:
+            self.reject_rows.write(row.line, row.cells, {"reason": reason})
+            self.summary.rejected += 1
+
+    def close(self, *, complete: bool) -> None:
+        """Stop the pool, then rename complete outputs into place or keep them as .partial."""
+        try:
+            if self.pool is not None:
+                # Lookups in flight are already paid: let them land in the cache
+                # (each is bounded by the deadline) before it is closed.
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.progress is not None:
+                self.progress.close()
+            if not complete:
+                self._write_finished()
+        finally:
+            self._finish(complete)
+
+    def _write_finished(self) -> None:
+        """Write the rows at the head of the window whose lookups finished before the stop."""
+        # Only a prefix, so that the kept rows stay every row up to a line.
+        while self.window:
+            future = self.window[0].future
+            if future is not None and (not future.done() or future.cancelled()):
+                return
+            if future is not None and not isinstance(future.exception(), (type(None), NoRoute)):
+                return
+            try:
+                self._drain_one()
+            except OutputError:
+                return  # the disk that stopped the run refuses these too
+
+    def _finish(self, complete: bool) -> None:
+        s = self.summary
+        for dest, rows in ((self.out, self.out_rows), (self.rejects, self.reject_rows)):
+            if dest is None or rows is None:
+                continue
+            try:
+                dest.finish(complete=complete, keep=rows.rows > 0)
+            except OutputError as exc:
+                complete = False
+                if s.error is None:
+                    s.error = str(exc)
+        s.target = self.out.name
+        s.partial = self.out.partial
+        if self.rejects is not None:
+            s.rejects = self.rejects.partial or self.rejects.name
