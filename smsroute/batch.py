@@ -1,9 +1,13 @@
-"""The threaded batch engine: route many numbers on a pool, in input order, with bounded memory.
+"""Batch engines: route many numbers concurrently, in input order, with bounded memory.
 
-``Router.route_many`` and the ``smsroute route`` command both use
-:func:`iter_ordered`: at most ``window`` lookups are in flight ahead of the
-result being handed out, so a list of millions stays flat in memory while
-the pool stays busy, and results come back in input order.
+An :class:`Engine` takes numbers (``submit``) and hands back
+``concurrent.futures`` futures of their decisions. :class:`ThreadEngine`
+runs ``Router.route`` on a thread pool; ``smsroute.aio.engine.LoopEngine``
+runs ``AsyncRouter.route`` on an event loop in a thread, with the same face.
+``Router.route_many`` and the ``smsroute route`` command both drive an
+engine through :func:`iter_ordered`-style windows: at most ``window``
+lookups are in flight ahead of the result being handed out, so a list of
+millions stays flat in memory while the engine stays busy.
 """
 
 from __future__ import annotations
@@ -11,13 +15,41 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from smsroute.errors import InvalidNumber, SmsRouteError
 
-__all__ = ["iter_ordered", "route_batch"]
+__all__ = ["Engine", "ThreadEngine", "iter_ordered", "route_batch"]
 
 T = TypeVar("T")
+
+
+class Engine(Protocol):
+    """Routes submitted numbers concurrently; results come back as futures."""
+
+    def submit(self, mobile: str) -> Future[Any]:
+        """Start routing ``mobile``; the future holds its Decision or the error it raised."""
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop taking numbers; with ``wait``, let the lookups in flight land first."""
+
+
+class ThreadEngine:
+    """An Engine on a pool of ``concurrency`` threads calling ``route``."""
+
+    def __init__(self, route: Callable[[str], Any], concurrency: int) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._route = route
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="smsroute")
+
+    def submit(self, mobile: str) -> Future[Any]:
+        """Start routing ``mobile`` on the pool."""
+        return self._pool.submit(self._route, mobile)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the pool; lookups in flight are already paid, so by default they land."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def iter_ordered(
@@ -48,12 +80,12 @@ def iter_ordered(
         except SmsRouteError as exc:
             return exc
 
-    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="smsroute")
+    engine = ThreadEngine(route, concurrency)
     try:
         for mobile in mobiles:
             if stop is not None and stop():
                 break
-            pending.append((mobile, pool.submit(route, mobile)))
+            pending.append((mobile, engine.submit(mobile)))
             while len(pending) >= limit:
                 done, future = pending.popleft()
                 yield done, outcome(future)
@@ -61,7 +93,7 @@ def iter_ordered(
             done, future = pending.popleft()
             yield done, outcome(future)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        engine.shutdown(wait=True)
 
 
 def route_batch(

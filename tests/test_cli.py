@@ -287,6 +287,7 @@ def test_route_keyboard_interrupt_keeps_written_rows(server, tmp_path, monkeypat
 
     monkeypatch.setattr(Router, "route", route_then_interrupt)
     argv = ["route", str(source), "-o", str(target), "--no-cache", "--concurrency", "1"]
+    argv += ["--engine", "threads"]  # Router.route is what the test interrupts
     assert cli.main(argv) == 130
     partial = tmp_path / "out.csv.partial"
     rows = rows_of(partial.read_text(encoding="utf-8"))

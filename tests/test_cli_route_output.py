@@ -16,6 +16,7 @@ import test_cli
 from test_cli import PLAIN, VIRTUAL, rows_of
 
 from smsroute import cli
+from smsroute.aio.router import AsyncRouter
 from smsroute.cli.common import CommandError
 from smsroute.cli.progress import progress_enabled
 from smsroute.cli.reader import Source
@@ -177,7 +178,7 @@ def test_interrupt_keeps_rows_as_partial_and_leaves_the_target_alone(
         return real_route(self, number, **kwargs)
 
     monkeypatch.setattr(Router, "route", route_then_interrupt)
-    assert route(source, "-o", target, "--concurrency", "1") == 130
+    assert route(source, "-o", target, "--concurrency", "1", "--engine", "threads") == 130
     assert target.read_text(encoding="utf-8") == "yesterday's routes\n"
     partial = tmp_path / "out.csv.partial"
     assert [r["number"] for r in read_csv(partial)] == ["13800130000", "13800130001", "13800130002"]
@@ -186,23 +187,35 @@ def test_interrupt_keeps_rows_as_partial_and_leaves_the_target_alone(
     assert sorted(os.listdir(tmp_path)) == ["many.txt", "out.csv", "out.csv.partial"]
 
 
-def test_sigterm_prints_the_summary_like_ctrl_c(server, tmp_path, monkeypatch, capsys):
-    """SIGTERM stops a run with its summary and the rows done kept, exit 143."""
+@pytest.mark.parametrize("engine", ["threads", "async"])
+def test_sigterm_prints_the_summary_like_ctrl_c(server, tmp_path, monkeypatch, capsys, engine):
+    """SIGTERM stops a run with its summary and the rows done kept, exit 143 (either engine)."""
     source = tmp_path / "many.txt"
     source.write_text("".join(f"1380013{i:04d}\n" for i in range(10)), encoding="utf-8")
     target = tmp_path / "out.csv"
-    real_route = Router.route
     calls = []
+    if engine == "threads":
+        real_route = Router.route
 
-    def route_then_terminate(self, number, **kwargs):
-        calls.append(number)
-        if len(calls) == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_route(self, number, **kwargs)
+        def route_then_terminate(self, number, **kwargs):
+            calls.append(number)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_route(self, number, **kwargs)
 
-    monkeypatch.setattr(Router, "route", route_then_terminate)
+        monkeypatch.setattr(Router, "route", route_then_terminate)
+    else:
+        real_aroute = AsyncRouter.route
+
+        async def aroute_then_terminate(self, number, **kwargs):
+            calls.append(number)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return await real_aroute(self, number, **kwargs)
+
+        monkeypatch.setattr(AsyncRouter, "route", aroute_then_terminate)
     previous = signal.getsignal(signal.SIGTERM)
-    assert route(source, "-o", target, "--concurrency", "1") == 143
+    assert route(source, "-o", target, "--concurrency", "1", "--engine", engine) == 143
     assert signal.getsignal(signal.SIGTERM) is previous
     err = capsys.readouterr().err
     assert "terminated: " in err

@@ -28,6 +28,7 @@ __all__ = [
     "CommandError",
     "Terminated",
     "carrier_name",
+    "client_kwargs",
     "err",
     "make_client",
     "yes_no",
@@ -71,8 +72,8 @@ def err(message: str) -> None:
     print(f"smsroute: {message}", file=sys.stderr, flush=True)
 
 
-def make_client(args: argparse.Namespace, *, pool_maxsize: int = 32) -> CarrierClient:
-    """Return the vendor client of the connection flags, then the environment."""
+def client_kwargs(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Return the apikey and client keywords of the connection flags, then the environment."""
     apikey = args.apikey if args.apikey is not None else os.environ.get(ENV_APIKEY, "")
     if not apikey.strip():
         raise CommandError(f"no apikey: pass --apikey KEY or set {ENV_APIKEY}", EXIT_USAGE)
@@ -80,6 +81,12 @@ def make_client(args: argparse.Namespace, *, pool_maxsize: int = 32) -> CarrierC
     kwargs: dict[str, Any] = {"base_url": base_url, "method": args.method}
     if args.timeout is not None:
         kwargs["timeout"] = args.timeout
+    return apikey, kwargs
+
+
+def make_client(args: argparse.Namespace, *, pool_maxsize: int = 32) -> CarrierClient:
+    """Return the vendor client of the connection flags, then the environment."""
+    apikey, kwargs = client_kwargs(args)
     return CarrierClient(apikey, pool_maxsize=pool_maxsize, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""``smsroute route``: route a list of numbers, in input order, on a pool of threads.
+"""``smsroute route``: route a list of numbers, in input order, on asyncio or threads.
 
 Two readings of the input (see :mod:`smsroute.cli.reader`): the first counts
 and checks every row before a query is paid for, the second routes the first
@@ -18,15 +18,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
+from smsroute.batch import Engine
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.cli.answers import open_or_memory
-from smsroute.cli.args import add_subcommand, delimiter, positive_float, positive_int
+from smsroute.cli.args import add_subcommand, delimiter, positive_float
 from smsroute.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -35,9 +36,9 @@ from smsroute.cli.common import (
     EXIT_USAGE,
     CommandError,
     Terminated,
-    make_client,
 )
 from smsroute.cli.destination import Destination, same_file
+from smsroute.cli.engines import add_engine_arguments, default_concurrency, make_engine
 from smsroute.cli.progress import Progress, progress_enabled
 from smsroute.cli.reader import InputRow, Source, open_source
 from smsroute.cli.summary import RouteSummary, print_summary
@@ -45,7 +46,7 @@ from smsroute.cli.writer import ROUTE_COLUMNS, Layout, OutputError, RowWriter, d
 from smsroute.errors import InvalidNumber, NoRoute
 from smsroute.numbers import normalize
 from smsroute.resilience import Alert
-from smsroute.routing import Decision, Router
+from smsroute.routing import Decision
 from smsroute.types import CacheBackend
 
 __all__ = ["ROUTE_DEADLINE", "register", "run"]
@@ -127,9 +128,7 @@ def register(sub: Any) -> None:
     )
     o.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     r = p.add_argument_group("routing")
-    r.add_argument(
-        "--concurrency", type=positive_int, default=8, help="lookups in flight (default: 8)"
-    )
+    add_engine_arguments(r)
     r.add_argument(
         "--gateway",
         action="append",
@@ -263,8 +262,7 @@ def _run(args: argparse.Namespace) -> int:
             hard.set()
 
     with contextlib.ExitStack() as stack:  # closed last-opened first
-        client = make_client(args, pool_maxsize=max(32, args.concurrency))
-        stack.callback(client.close)
+        concurrency = args.concurrency or default_concurrency(args)
         source = stack.enter_context(open_source(args))
         _check_outputs(args, source)
         first_line = _scan(source, summary)
@@ -277,16 +275,15 @@ def _run(args: argparse.Namespace) -> int:
         else:
             cache, close_cache = open_or_memory(args.cache_file)
         stack.callback(close_cache)
-        router = Router(
-            client,
-            gateways,
-            default=args.default_gateway,
-            cache=cache,
-            virtual=virtual,
-            deadline=args.deadline,
-            on_alert=on_alert,
-        )
-        job = _Run(args, source, summary, first_line, router, hard)
+        settings: dict[str, Any] = {
+            "default": args.default_gateway,
+            "cache": cache,
+            "virtual": virtual,
+            "deadline": args.deadline,
+            "on_alert": on_alert,
+        }
+        engine, router = make_engine(args, gateways, settings, concurrency, stack)
+        job = _Run(args, source, summary, first_line, engine, hard, concurrency)
         job.open()
         finished, error_status = False, EXIT_FAILED
         try:
@@ -331,25 +328,26 @@ class _Run:
         source: Source,
         summary: RouteSummary,
         first_line: dict[str, int],
-        router: Router,
+        engine: Engine,
         hard: threading.Event,
+        concurrency: int,
     ) -> None:
         self.args = args
         self.source = source
         self.summary = summary
         self.first_line = first_line
-        self.router = router
+        self.engine: Engine | None = engine
+        self.concurrency = concurrency
         self.hard = hard
         self.out = Destination(args.output, bom=args.excel)
         self.rejects = Destination(args.rejects, bom=args.excel) if args.rejects else None
         self.out_rows: RowWriter | None = None
         self.reject_rows: RowWriter | None = None
         self.progress: Progress | None = None
-        self.pool: ThreadPoolExecutor | None = None
         self.window: deque[_Pending] = deque()
 
     def open(self) -> None:
-        """Open the outputs (refusing unwritable ones, exit 2), the progress and the pool."""
+        """Open the outputs (refusing unwritable ones, exit 2) and the progress."""
         names, keys = self.source.column_names, self.source.json_keys
         try:
             self.out_rows = RowWriter(
@@ -378,14 +376,12 @@ class _Run:
             disabled=self.args.no_progress,
         )
         self.progress = Progress(len(self.first_line), enabled)
-        self.pool = ThreadPoolExecutor(self.args.concurrency, thread_name_prefix="smsroute-cli")
 
     def route_all(self) -> None:
-        """Route on the pool, writing rows and rejects in input order as they complete."""
-        assert self.pool is not None
+        """Route on the engine, writing rows and rejects in input order as they complete."""
         # At most ``limit`` lookups submitted ahead of the row being written:
-        # memory stays flat on a long list while the pool stays busy.
-        limit = self.args.concurrency * 4
+        # memory stays flat on a long list while the engine stays busy.
+        limit = self.concurrency * 4
         window = self.window
         for row in self.source.rows():
             if self.hard.is_set():
@@ -408,8 +404,8 @@ class _Run:
             return _Pending(row, None, f"invalid: {exc}")
         if self.first_line.get(mobile) != row.line:
             return None  # a number seen on an earlier line: routed there
-        assert self.pool is not None
-        return _Pending(row, self.pool.submit(self.router.route, mobile))
+        assert self.engine is not None
+        return _Pending(row, self.engine.submit(mobile))
 
     def _drain_one(self) -> None:
         # Taken off the window only once its row is written: a row whose wait
@@ -444,12 +440,13 @@ class _Run:
             self.summary.rejected += 1
 
     def close(self, *, complete: bool) -> None:
-        """Stop the pool, then rename complete outputs into place or keep them as .partial."""
+        """Stop the engine, then rename complete outputs into place or keep them as .partial."""
         try:
-            if self.pool is not None:
+            if self.engine is not None:
                 # Lookups in flight are already paid: let them land in the cache
                 # (each is bounded by the deadline) before it is closed.
-                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.engine.shutdown(wait=True)
+                self.engine = None
             if self.progress is not None:
                 self.progress.close()
             if not complete:

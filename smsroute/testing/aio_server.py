@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     with server.in_thread():
         print(server.url, flush=True)
+        if sys.stdin is None:  # started with stdin closed: serve until SIGTERM
+            signal.pause()
         for line in sys.stdin:
             print(json.dumps(_control(server, line)), flush=True)
     return 0
