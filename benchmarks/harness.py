@@ -1,0 +1,398 @@
+"""What the figures share: statistics, the figure and measure shapes, numbers, the fake vendor.
+
+Every figure module (benchmarks/figures/) builds its result with
+``figure()`` from ``check()`` and ``skipped()`` measures, deals numbers out
+of ``Env.pool`` and talks to the fake vendor through ``Env.server``, so that
+all figures measure the same way: variants side by side in one run, their
+order ``rotated()`` round by round, medians and nearest-rank percentiles.
+run.py uses ``machine()`` and ``versions()`` for the JSON's context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from smsroute import Carrier, CarrierClient, CarrierInfo, __version__, segments
+from smsroute.testing import FakeCarrierServer, VendorSimulator
+
+__all__ = [
+    "HERE",
+    "Deliveries",
+    "Env",
+    "NumberPool",
+    "ProcessServer",
+    "SimClient",
+    "ThreadServer",
+    "check",
+    "figure",
+    "gateways",
+    "machine",
+    "median",
+    "optional",
+    "percentile",
+    "redis_server",
+    "rotated",
+    "skipped",
+    "versions",
+]
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- statistics and the result shapes -----------------------------------------
+
+
+def optional(module: str) -> Any:
+    """Return an optional module, or None when it is not installed (or not written yet)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def median(values: Sequence[float]) -> float:
+    """Return the median (NaN for no values)."""
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Return the nearest-rank percentile ``q`` (0-100) of values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def rotated(items: Sequence[Any], shift: int) -> list[Any]:
+    """Return items rotated by ``shift``: round r runs the variants in a different order."""
+    k = shift % len(items)
+    return [*items[k:], *items[:k]]
+
+
+def check(name: str, value: float, unit: str, op: str, target: float) -> dict[str, Any]:
+    """Return one measure of a figure with its aim and whether it is met."""
+    if math.isnan(value):
+        met = False
+    elif op == ">=":
+        met = value >= target
+    elif op == "<=":
+        met = value <= target
+    elif op == "==":
+        met = value == target
+    else:  # pragma: no cover - a typo in this file
+        raise ValueError(op)
+    return {"name": name, "value": value, "unit": unit, "aim": f"{op} {target:g}", "met": met}
+
+
+def skipped(name: str, unit: str, op: str, target: float, why: str) -> dict[str, Any]:
+    """Return a measure that could not be taken (value None, not met) and why."""
+    return {
+        "name": name,
+        "value": None,
+        "unit": unit,
+        "aim": f"{op} {target:g}",
+        "met": False,
+        "skipped": why,
+    }
+
+
+def figure(
+    title: str, measures: list[dict[str, Any]], *, note: str = "", **context: Any
+) -> dict[str, Any]:
+    """Return a figure: its measures, whether all are met, a one-line note and context."""
+    return {
+        "title": title,
+        "met": all(m["met"] for m in measures),
+        "measures": measures,
+        "note": note,
+        "context": context,
+    }
+
+
+# -- numbers, gateways, an in-process client ----------------------------------
+
+
+class NumberPool:
+    """Distinct valid mobile numbers spread over the segment table, deterministically.
+
+    Row ``i % R`` gets suffix ``(i // R) * 7919 + c`` modulo its suffix space:
+    injective per row (7919 is prime to 10), and a number is kept only when
+    its longest-prefix row is the row it was made from, so no two rows make
+    the same number.
+    """
+
+    def __init__(self, kinds: tuple[str, ...] = ("regular", "virtual"), start: int = 0) -> None:
+        self._table = segments.default_table()
+        self._rows = [
+            r
+            for r in self._table.rows()
+            if r.kind in kinds and r.length == 11 and r.carrier is not None
+        ]
+        self._i = start
+
+    def __iter__(self) -> Iterator[str]:
+        rows, lookup = self._rows, self._table.lookup
+        count = len(rows)
+        while True:
+            i = self._i
+            self._i += 1
+            row = rows[i % count]
+            width = 11 - len(row.prefix)
+            number = f"{row.prefix}{(i // count * 7919 + 4409) % 10**width:0{width}d}"
+            if lookup(number) is row:
+                yield number
+
+    def take(self, n: int) -> list[str]:
+        """Return the next ``n`` numbers, never handed out before."""
+        return list(itertools.islice(self, n))
+
+
+class Deliveries:
+    """A gateway: counts the messages it is given (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+
+    def __call__(self, mobile: str, message: str) -> None:
+        """Deliver one message (count it)."""
+        next(self._count)
+
+    @property
+    def count(self) -> int:
+        """Return how many messages were delivered."""
+        return int(repr(self._count)[6:-1])
+
+
+def gateways(gateway: Any) -> dict[Carrier | str, Any]:
+    """Return one gateway for every operator."""
+    return dict.fromkeys(Carrier, gateway)
+
+
+class SimClient:
+    """An in-process lookup client over VendorSimulator: no socket, no charge, counted."""
+
+    def __init__(self) -> None:
+        self._sim = VendorSimulator(balance=10**12)
+        self._calls = itertools.count()
+
+    def lookup(self, number: str, *, timeout: float | None = None) -> CarrierInfo:
+        """Return the simulator's answer for a valid number."""
+        next(self._calls)
+        result = self._sim.answer_for(number)["result"]
+        return CarrierInfo(
+            number,
+            int(result["res"]),
+            result["Area"],
+            Carrier.parse(result["Init_isp"]),
+            Carrier.parse(result["Now_isp"]),
+            result,
+        )
+
+    @property
+    def calls(self) -> int:
+        """Return how many lookups were made."""
+        return int(repr(self._calls)[6:-1])
+
+
+# -- the fake vendor ----------------------------------------------------------
+
+
+class ProcessServer:
+    """FakeCarrierServer in a child process (benchmarks/_server.py): its own GIL."""
+
+    kind = "process"
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_server.py")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = self._read()
+        self.url: str = hello["url"]
+        self.apikey: str = hello["apikey"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake server process exited")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        """Apply changes (latency, fault) and return the counters (paid, carrier_calls, cpu)."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(changes) + "\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        """Stop the child (end of its input) and wait for it."""
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class ThreadServer:
+    """FakeCarrierServer in this process (shares the GIL with the benchmark)."""
+
+    kind = "thread"
+
+    def __init__(self) -> None:
+        self._server = FakeCarrierServer(balance=10**12).start()
+        self.url = self._server.url
+        self.apikey = self._server.apikey
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        """Apply changes (latency, fault) and return the counters (no separate CPU time)."""
+        if "latency" in changes:
+            self._server.latency = changes["latency"]
+        if "fault" in changes:
+            self._server.fault = changes["fault"]
+        return {
+            "paid": self._server.paid,
+            "carrier_calls": self._server.carrier_calls,
+            "cpu": None,
+        }
+
+    def close(self) -> None:
+        """Stop the server."""
+        self._server.stop()
+
+
+class Env:
+    """What the figures share: the number pool, the (lazily started) server, the options.
+
+    ``quick`` says which sizes run.py chose; ``options`` holds the parsed
+    command line, including the options a figure module added itself.
+    """
+
+    def __init__(
+        self, server_kind: str, *, quick: bool = False, options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.quick = quick
+        self.options: Mapping[str, Any] = dict(options or {})
+        self.pool = NumberPool()
+        self._server_kind = server_kind
+        self._server: ProcessServer | ThreadServer | None = None
+
+    @property
+    def server(self) -> ProcessServer | ThreadServer:
+        """Return the fake vendor, starting it on first use."""
+        if self._server is None:
+            self._server = ProcessServer() if self._server_kind == "process" else ThreadServer()
+        return self._server
+
+    def client(self, **kwargs: Any) -> CarrierClient:
+        """Return a CarrierClient of the fake vendor."""
+        return CarrierClient(self.server.apikey, base_url=self.server.url, **kwargs)
+
+    def close(self) -> None:
+        """Stop the server if it was started."""
+        if self._server is not None:
+            self._server.close()
+
+
+# -- redis-server --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str | None]:
+    """Yield the URL of a throwaway redis-server on a free loopback port, or None."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="smsroute-bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- context -------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """Return what the figures ran on."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "git_commit": commit,
+    }
+
+
+def versions() -> dict[str, str | None]:
+    """Return the versions of smsroute and the libraries it is compared with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"smsroute": __version__}
+    for name in ("requests", "urllib3", "phone", "phonenumbers", "redis"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
