@@ -27,7 +27,7 @@ from smsroute.core.policy import Route, RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_stats
 from smsroute.decision import Decision
-from smsroute.errors import ConfigurationError, NoRoute
+from smsroute.errors import ConfigurationError, LookupFailed, NoRoute
 from smsroute.models import CarrierInfo
 from smsroute.numbers import mask
 from smsroute.resilience import Alert, CircuitBreaker, call_alert_hook
@@ -191,7 +191,7 @@ class BaseRouter:
 
     def _decide(self, mobile: str, verdict: resolve.Answered | resolve.Fallback) -> Decision:
         if isinstance(verdict, resolve.Fallback):
-            return self._fallback(mobile, verdict.stale, verdict.reason)
+            return self._fallback(mobile, verdict.stale, verdict.reason, verdict.error)
         return self._counted(
             self._from_answer(mobile, verdict.answer, verdict.source, None, verdict.info)
         )
@@ -211,26 +211,36 @@ class BaseRouter:
         return entry
 
     def _from_answer(
-        self, mobile: str, answer: int, source: Source, reason: str | None, info: CarrierInfo | None
+        self,
+        mobile: str,
+        answer: int,
+        source: Source,
+        reason: str | None,
+        info: CarrierInfo | None,
+        error: LookupFailed | None = None,
     ) -> Decision:
         memo = self._memo.get(answer) or self._memo_for(answer)
         carrier, gateway, routable, _ = memo
         if not routable:
             raise NoRoute(f"{mask(mobile)}: {gateway}")
-        return Decision(mobile, carrier, gateway, source, info, reason, answer)
+        return Decision(mobile, carrier, gateway, source, info, reason, answer, error)
 
-    def _fallback(self, mobile: str, stale: int | None, reason: str) -> Decision:
+    def _fallback(
+        self, mobile: str, stale: int | None, reason: str, error: LookupFailed | None = None
+    ) -> Decision:
         with self._lock:
             key = reason_key(reason)
             self._reasons[key] = self._reasons.get(key, 0) + 1
         if stale is not None:
-            decision = self._from_answer(mobile, stale, "stale", reason, None)
+            decision = self._from_answer(mobile, stale, "stale", reason, None, error)
         else:
             table = self._segments or segments.default_table()
             route: Route = self._policy.offline(table.lookup(mobile))
             if route.refusal is not None:
                 raise NoRoute(f"{mask(mobile)}: {route.refusal} (fallback after: {reason})")
-            decision = Decision(mobile, route.carrier, route.gateway, "fallback", None, reason)
+            decision = Decision(
+                mobile, route.carrier, route.gateway, "fallback", None, reason, None, error
+            )
         self._counted(decision)
         # While the breaker is open every send falls back; the opening itself
         # was the warning, so these stay at debug and the path stays fast. The

@@ -31,7 +31,7 @@ from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.core.stats import Histogram, Source
 from smsroute.decision import Decision
-from smsroute.delivery import deliver
+from smsroute.delivery import deliver, wrapped
 from smsroute.errors import ConfigurationError
 from smsroute.frontend import DEFAULT_DEADLINE, BaseRouter
 from smsroute.models import CarrierInfo
@@ -93,11 +93,15 @@ class Router(BaseRouter):
 
     # -- routing ----------------------------------------------------------------------
 
-    def route(self, number: str, *, deadline: float | None = None) -> Decision:
+    def route(
+        self, number: str, *, deadline: float | None = None, fallback: bool = True
+    ) -> Decision:
         """Return where a send to ``number`` goes.
 
         Raises InvalidNumber (before any lookup) for a bad number and NoRoute
-        when no gateway fits; never raises because the lookup failed.
+        when no gateway fits; never raises because the lookup failed, unless
+        ``fallback=False``: then a route that would rest on a stale answer or
+        the segment table raises the lookup's error (a LookupFailed) instead.
         """
         # Hot path: a fresh, recently used answer in the in-process tier. Only
         # validated numbers are ever stored, so a hit needs no normalize();
@@ -112,7 +116,8 @@ class Router(BaseRouter):
                     return Decision(
                         number, memo[0], memo[1], "cache", None, None, value & ANSWER_MASK
                     )
-        return self._route(number, deadline)
+        decision = self._route(number, deadline)
+        return decision if fallback else decision.raise_for_guess()
 
     def _route(self, number: str, deadline: float | None) -> Decision:
         mobile = normalize(number, self._segments)
@@ -143,7 +148,7 @@ class Router(BaseRouter):
             stale, shared=self._shared is not None, rejecting=self.breaker.rejecting()
         )
         if short is not None:
-            return self._fallback(mobile, short.stale, short.reason)
+            return self._fallback(mobile, short.stale, short.reason, short.error)
         plan = resolve.plan(now=self._clock(), end=end, shared=self._shared is not None)
         return self._decide(mobile, resolve.settle(self._perform(mobile, plan, end), stale))
 
@@ -250,12 +255,13 @@ class Router(BaseRouter):
 
     # -- send path --------------------------------------------------------------------
 
-    def send(self, number: str, *args: Any, **kwargs: Any) -> Any:
+    def send(self, number: str, *args: Any, fallback: bool = True, **kwargs: Any) -> Any:
         """Route ``number`` and call its gateway with the normalised number and the arguments.
 
         A gateway's exceptions propagate unchanged, except WrongCarrier: the
         router then asks the upstream again and retries once through the
-        gateway of the fresh answer.
+        gateway of the fresh answer. ``fallback=False``: see :meth:`route`
+        (``fallback`` is not passed on to the gateway).
         """
 
         def call(decision: Decision) -> Any:
@@ -266,18 +272,18 @@ class Router(BaseRouter):
                 )
             return gateway(decision.mobile, *args, **kwargs)
 
-        return deliver(self.route(number), call, self._reroute)
+        return deliver(self.route(number, fallback=fallback), call, self._reroute)
 
-    def wrap(self, fn: Callable[..., R]) -> Callable[..., R]:
-        """Decorate ``def send(number, ..., route: Decision)`` into a routed function."""
+    def wrap(self, fn: Callable[..., R] | None = None, *, fallback: bool = True) -> Any:
+        """Decorate ``def send(number, ..., route: Decision)`` into a routed function.
 
-        @functools.wraps(fn)
-        def routed(number: str, *args: Any, **kwargs: Any) -> R:
-            return deliver(
-                self.route(number), lambda d: fn(d.mobile, *args, route=d, **kwargs), self._reroute
-            )
-
-        return routed
+        Use as ``@router.wrap`` or ``@router.wrap(fallback=False)`` (see :meth:`route`).
+        The number is the first argument or the keyword of the same name
+        (``recharge(mobile=..., amount=30)``).
+        """
+        if fn is None:
+            return functools.partial(self.wrap, fallback=fallback)
+        return wrapped(fn, lambda number: self.route(number, fallback=fallback), self.deliver)
 
     def deliver(self, decision: Decision, call: Callable[[Decision], R]) -> R:
         """Return ``call(decision)``; on WrongCarrier reroute once and call again.
@@ -301,6 +307,7 @@ class Router(BaseRouter):
         *,
         concurrency: int = 8,
         return_exceptions: bool = False,
+        fallback: bool = True,
     ) -> list[Any]:
         """Return one Decision per input, in input order.
 
@@ -309,7 +316,7 @@ class Router(BaseRouter):
         lookup, unless ``return_exceptions`` puts each error in its place.
         """
         return route_batch(
-            self.route,
+            self.route if fallback else functools.partial(self.route, fallback=False),
             numbers,
             normalize=lambda n: normalize(n, self._segments),
             concurrency=concurrency,

@@ -198,8 +198,9 @@ def test_ask_gets_the_deadline_less_headroom():
 
 def test_settle_serves_stale_unless_the_vendor_said_not_found():
     """A failed flight serves the caller's stale answer, except after a -4 (segment table then)."""
-    failed = resolve.Failed(TransportError("x"), "TransportError: x")
-    assert resolve.settle(failed, STALE) == resolve.Fallback(ANSWER, "TransportError: x")
+    error = TransportError("x")
+    failed = resolve.Failed(error, "TransportError: x")
+    assert resolve.settle(failed, STALE) == resolve.Fallback(ANSWER, "TransportError: x", error)
     gone = resolve.Failed(NumberNotFound(-4, "nf"), "NumberNotFound -4: nf")
     assert resolve.settle(gone, STALE).stale is None
     assert resolve.settle(failed, NEGATIVE).stale is None
@@ -207,8 +208,7 @@ def test_settle_serves_stale_unless_the_vendor_said_not_found():
 
 def test_shortcut_only_without_a_fleet():
     """An open breaker skips the lookup, unless another worker of the fleet may bring the answer."""
-    assert resolve.shortcut(STALE, shared=False, rejecting=True) == resolve.Fallback(
-        ANSWER, "circuit open"
-    )
+    short = resolve.shortcut(STALE, shared=False, rejecting=True)
+    assert (short.stale, short.reason, type(short.error)) == (ANSWER, "circuit open", CircuitOpen)
     assert resolve.shortcut(STALE, shared=True, rejecting=True) is None
     assert resolve.shortcut(None, shared=False, rejecting=False) is None

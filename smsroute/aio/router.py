@@ -38,7 +38,7 @@ from smsroute.core.outcome import reason
 from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.decision import Decision
-from smsroute.delivery import log_reroute
+from smsroute.delivery import awrapped, log_reroute
 from smsroute.errors import (
     ConfigurationError,
     InvalidNumber,
@@ -127,15 +127,22 @@ class AsyncRouter(BaseRouter):
 
     # -- routing ----------------------------------------------------------------------
 
-    async def route(self, number: str, *, deadline: float | None = None) -> Decision:
+    async def route(
+        self, number: str, *, deadline: float | None = None, fallback: bool = True
+    ) -> Decision:
         """Return where a send to ``number`` goes (the same Decision as Router.route()).
 
         Raises InvalidNumber (before any lookup) for a bad number and NoRoute
-        when no gateway fits; never raises because the lookup failed.
+        when no gateway fits; never raises because the lookup failed, unless
+        ``fallback=False`` (see :meth:`smsroute.Router.route`).
         """
         hit = self._hot_hit(number)
         if hit is not None:
             return hit
+        decision = await self._route(number, deadline)
+        return decision if fallback else decision.raise_for_guess()
+
+    async def _route(self, number: str, deadline: float | None) -> Decision:
         mobile = normalize(number, self._segments)
         now = self._clock()
         end = now + self._budget(deadline)
@@ -160,7 +167,7 @@ class AsyncRouter(BaseRouter):
             stale, shared=self._shared is not None, rejecting=self.breaker.rejecting()
         )
         if short is not None:
-            return self._fallback(mobile, short.stale, short.reason)
+            return self._fallback(mobile, short.stale, short.reason, short.error)
         plan = resolve.plan(now=self._clock(), end=end, shared=self._shared is not None)
         outcome = await self._perform(mobile, plan, end)
         return self._decide(mobile, resolve.settle(outcome, stale))
@@ -335,12 +342,12 @@ class AsyncRouter(BaseRouter):
 
     # -- send path --------------------------------------------------------------------
 
-    async def send(self, number: str, *args: Any, **kwargs: Any) -> Any:
+    async def send(self, number: str, *args: Any, fallback: bool = True, **kwargs: Any) -> Any:
         """Route ``number`` and call its gateway (plain or async) with the normalised number.
 
         A gateway's exceptions propagate unchanged, except WrongCarrier: the
         router then asks the upstream again and retries once through the
-        gateway of the fresh answer.
+        gateway of the fresh answer. ``fallback=False``: see :meth:`route`.
         """
 
         def call(decision: Decision) -> Any:
@@ -351,20 +358,17 @@ class AsyncRouter(BaseRouter):
                 )
             return gateway(decision.mobile, *args, **kwargs)
 
-        return await self.deliver(await self.route(number), call)
+        return await self.deliver(await self.route(number, fallback=fallback), call)
 
-    def wrap(self, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-        """Decorate ``async def send(number, ..., route: Decision)`` into a routed coroutine."""
+    def wrap(self, fn: Callable[..., Awaitable[R]] | None = None, *, fallback: bool = True) -> Any:
+        """Decorate ``async def send(number, ..., route: Decision)`` into a routed coroutine.
 
-        @functools.wraps(fn)
-        async def routed(number: str, *args: Any, **kwargs: Any) -> R:
-            decision = await self.route(number)
-            result: R = await self.deliver(
-                decision, lambda d: fn(d.mobile, *args, route=d, **kwargs)
-            )
-            return result
-
-        return routed
+        Use as ``@router.wrap`` or ``@router.wrap(fallback=False)``; keyword
+        calls and methods work as with :meth:`smsroute.Router.wrap`.
+        """
+        if fn is None:
+            return functools.partial(self.wrap, fallback=fallback)
+        return awrapped(fn, functools.partial(self.route, fallback=fallback), self.deliver)
 
     async def deliver(self, decision: Decision, call: Callable[[Decision], Any]) -> Any:
         """Return ``call(decision)`` (awaited if it is awaitable); on WrongCarrier reroute once."""
@@ -388,7 +392,12 @@ class AsyncRouter(BaseRouter):
     # -- bulk ---------------------------------------------------------------------------
 
     async def route_many(
-        self, numbers: Iterable[str], *, concurrency: int = 64, return_exceptions: bool = False
+        self,
+        numbers: Iterable[str],
+        *,
+        concurrency: int = 64,
+        return_exceptions: bool = False,
+        fallback: bool = True,
     ) -> list[Any]:
         """Return one Decision per input, in input order; duplicates share one lookup.
 
@@ -404,7 +413,7 @@ class AsyncRouter(BaseRouter):
                     raise
                 mobiles.append(exc)
         unique = list(dict.fromkeys(m for m in mobiles if isinstance(m, str)))
-        results = {m: r async for m, r in self._ordered(unique, concurrency)}
+        results = {m: r async for m, r in self._ordered(unique, concurrency, fallback)}
         out: list[Any] = []
         for m in mobiles:
             result = results[m] if isinstance(m, str) else m
@@ -414,7 +423,12 @@ class AsyncRouter(BaseRouter):
         return out
 
     async def route_iter(
-        self, numbers: Iterable[str], *, concurrency: int = 64, return_exceptions: bool = False
+        self,
+        numbers: Iterable[str],
+        *,
+        concurrency: int = 64,
+        return_exceptions: bool = False,
+        fallback: bool = True,
     ) -> AsyncIterator[Any]:
         """Yield one Decision per input, in input order, holding a bounded window in memory.
 
@@ -422,13 +436,13 @@ class AsyncRouter(BaseRouter):
         progress or waiting to be yielded. An error (InvalidNumber, NoRoute)
         is raised at its place, or yielded there with ``return_exceptions``.
         """
-        async for _number, result in self._ordered(numbers, concurrency):
+        async for _number, result in self._ordered(numbers, concurrency, fallback):
             if isinstance(result, SmsRouteError) and not return_exceptions:
                 raise result
             yield result
 
     async def _ordered(
-        self, numbers: Iterable[str], concurrency: int
+        self, numbers: Iterable[str], concurrency: int, fallback: bool = True
     ) -> AsyncIterator[tuple[str, Any]]:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -437,7 +451,7 @@ class AsyncRouter(BaseRouter):
         async def one(number: str) -> Any:
             async with gate:
                 try:
-                    return await self.route(number)
+                    return await self.route(number, fallback=fallback)
                 except SmsRouteError as exc:
                     return exc
 

@@ -213,6 +213,8 @@ class Fallback:
 
     stale: int | None
     reason: str
+    error: LookupFailed | None = None
+    """Why there is no answer: what ``route(..., fallback=False)`` raises."""
 
 
 Outcome = Answered | Failed
@@ -245,7 +247,11 @@ def shortcut(stale: tuple[int, bool] | None, *, shared: bool, rejecting: bool) -
     send while the vendor is down is the flight it skips.
     """
     if rejecting and not shared:
-        return Fallback(usable_stale(stale, None), CIRCUIT_OPEN)
+        return Fallback(
+            usable_stale(stale, None),
+            CIRCUIT_OPEN,
+            CircuitOpen("circuit open: upstream not called"),
+        )
     return None
 
 
@@ -254,7 +260,7 @@ def from_cache(hit: tuple[int, bool] | None) -> Answered | Fallback | None:
     if hit is None or not hit[1]:
         return None
     if codec.is_negative(hit[0]):
-        return Fallback(None, "number not found (cached)")
+        return Fallback(None, "number not found (cached)", NumberNotFound(-4, "not found (cached)"))
     return Answered(hit[0], "cache")
 
 
@@ -275,7 +281,8 @@ def settle(outcome: Outcome, stale: tuple[int, bool] | None) -> Answered | Fallb
     """Return what one caller does with a flight's outcome, given its own stale entry."""
     if isinstance(outcome, Answered):
         return outcome
-    return Fallback(usable_stale(stale, outcome.error), outcome.reason)
+    error = outcome.error if outcome.error is not None else TransportError(outcome.reason)
+    return Fallback(usable_stale(stale, outcome.error), outcome.reason, error)
 
 
 def _fresh(hit: object, where: str) -> Outcome | None:
