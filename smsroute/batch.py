@@ -27,8 +27,11 @@ T = TypeVar("T")
 class Engine(Protocol):
     """Routes submitted numbers concurrently; results come back as futures."""
 
-    def submit(self, mobile: str) -> Future[Any]:
-        """Start routing ``mobile``; the future holds its Decision or the error it raised."""
+    def submit(self, mobile: str, *, fallback: bool = True) -> Future[Any]:
+        """Start routing ``mobile``; the future holds its Decision or the error it raised.
+
+        ``fallback=False``: a lookup failure is the future's error, not a guess.
+        """
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop taking numbers; with ``wait``, let the lookups in flight land first."""
@@ -37,15 +40,17 @@ class Engine(Protocol):
 class ThreadEngine:
     """An Engine on a pool of ``concurrency`` threads calling ``route``."""
 
-    def __init__(self, route: Callable[[str], Any], concurrency: int) -> None:
+    def __init__(self, route: Callable[..., Any], concurrency: int) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._route = route
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="smsroute")
 
-    def submit(self, mobile: str) -> Future[Any]:
-        """Start routing ``mobile`` on the pool."""
-        return self._pool.submit(self._route, mobile)
+    def submit(self, mobile: str, *, fallback: bool = True) -> Future[Any]:
+        """Start routing ``mobile`` on the pool (``route(mobile, fallback=False)`` if asked)."""
+        if fallback:
+            return self._pool.submit(self._route, mobile)
+        return self._pool.submit(self._route, mobile, fallback=False)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop the pool; lookups in flight are already paid, so by default they land."""

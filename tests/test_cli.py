@@ -233,10 +233,10 @@ def test_route_stdin_to_json_lines(server, monkeypatch, capsys):
 
 
 def test_route_falls_back_when_the_vendor_is_down(server, numbers_txt, capsys):
-    """With the vendor failing every row still gets a gateway, from the segment table."""
+    """With the vendor failing, --on-failure fallback guesses every row, and exit 3 says so."""
     server.fault = "http500"
     argv = ["route", str(numbers_txt), "--no-cache", "--deadline", "0.2", "--concurrency", "1"]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--on-failure", "fallback"]) == 3
     captured = capsys.readouterr()
     rows = rows_of(captured.out)
     assert {r["source"] for r in rows} == {"fallback"}
@@ -244,7 +244,43 @@ def test_route_falls_back_when_the_vendor_is_down(server, numbers_txt, capsys):
     assert rows[1]["current"] == "移动"
     assert rows[1]["ported"] == ""
     assert "fallbacks: 3" in captured.err
+    assert "3 rows are guesses (3 from the segment table, 0 from stale answers" in captured.err
     assert server.paid == 0
+
+
+def test_route_retries_failed_rows_before_guessing(server, numbers_txt, capsys):
+    """By default a row whose lookup failed is asked again at the end: no guess, exit 0."""
+    server.set_fault("http500", for_requests=3)  # the first row's three attempts
+    argv = ["route", str(numbers_txt), "--no-cache", "--deadline", "0.5", "--concurrency", "1"]
+    assert cli.main([*argv, "--max-wait", "10"]) == 0
+    captured = capsys.readouterr()
+    rows = rows_of(captured.out)
+    assert {r["source"] for r in rows} == {"upstream"}
+    assert len(rows) == 3
+    assert int(rows[-1]["line"]) == 1  # the retried row comes last, with its line
+    assert "retried: 1 row whose first lookup failed" in captured.err
+    assert "guesses" not in captured.err
+
+
+def test_route_guesses_only_after_max_wait_and_says_so(server, numbers_txt, capsys):
+    """With the vendor down for good, the rows are guesses after --max-wait, marked, exit 3."""
+    server.fault = "http500"
+    argv = ["route", str(numbers_txt), "--no-cache", "--deadline", "0.2", "--concurrency", "1"]
+    assert cli.main([*argv, "--max-wait", "0.5"]) == 3
+    captured = capsys.readouterr()
+    assert {r["source"] for r in rows_of(captured.out)} == {"fallback"}
+    assert "rows are guesses" in captured.err
+    assert "rerun to retry them" in captured.err
+
+
+def test_route_on_failure_fail_stops_at_the_first_failure(server, numbers_txt, capsys):
+    """--on-failure fail stops the run at the first failed lookup, exit 1, rows kept."""
+    server.fault = "http500"
+    argv = ["route", str(numbers_txt), "--no-cache", "--deadline", "0.2", "--concurrency", "1"]
+    assert cli.main([*argv, "--on-failure", "fail"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped (--on-failure fail): line " in err
+    assert "HTTP 500" in err
 
 
 def test_route_stops_on_a_rejected_apikey(server, numbers_txt, capsys):

@@ -57,13 +57,13 @@ class LoopEngine:
     def _run(self, coro: Awaitable[Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(_wrap(coro), self._loop).result()
 
-    def submit(self, mobile: str) -> concurrent.futures.Future[Any]:
+    def submit(self, mobile: str, *, fallback: bool = True) -> concurrent.futures.Future[Any]:
         """Start routing ``mobile`` on the loop; the future holds its Decision or error."""
-        return asyncio.run_coroutine_threadsafe(self._one(mobile), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._one(mobile, fallback), self._loop)
 
-    async def _one(self, mobile: str) -> Any:
+    async def _one(self, mobile: str, fallback: bool) -> Any:
         async with self._gate:
-            return await self.router.route(mobile)
+            return await self.router.route(mobile, fallback=fallback)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop taking numbers; let lookups in flight land (``wait``), close, stop the loop."""

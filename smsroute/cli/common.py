@@ -20,6 +20,7 @@ __all__ = [
     "ENV_APIKEY",
     "ENV_BASE_URL",
     "EXIT_FAILED",
+    "EXIT_GUESSES",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STATUSES",
@@ -39,6 +40,7 @@ ENV_BASE_URL: Final = "SMSROUTE_BASE_URL"
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+EXIT_GUESSES: Final = 3
 EXIT_INTERRUPTED: Final = 130
 EXIT_TERMINATED: Final = 143  # 128 + SIGTERM, as a shell reports a process killed by it
 EXIT_STATUSES: Final = (
@@ -49,6 +51,11 @@ EXIT_STATUSES: Final = (
         "account, or a number had no gateway",
     ),
     (EXIT_USAGE, "a usage error: missing apikey, bad option, unreadable input or output"),
+    (
+        EXIT_GUESSES,
+        "route finished, but some rows are guesses (a stale answer or the segment table, "
+        "marked in their source column): rerun to retry them",
+    ),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C); route keeps the rows done in FILE.partial"),
     (EXIT_TERMINATED, "terminated (SIGTERM); route does as for Ctrl-C"),
 )

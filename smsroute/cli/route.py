@@ -13,23 +13,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
-from smsroute.batch import Engine
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.cli.answers import open_or_memory
 from smsroute.cli.args import add_subcommand, delimiter, positive_float
 from smsroute.cli.common import (
     EXIT_FAILED,
+    EXIT_GUESSES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
@@ -37,21 +33,20 @@ from smsroute.cli.common import (
     CommandError,
     Terminated,
 )
-from smsroute.cli.destination import Destination, same_file
+from smsroute.cli.destination import same_file
 from smsroute.cli.engines import add_engine_arguments, default_concurrency, make_engine
-from smsroute.cli.progress import Progress, progress_enabled
-from smsroute.cli.reader import InputRow, Source, open_source
+from smsroute.cli.job import RouteJob
+from smsroute.cli.reader import Source, open_source
 from smsroute.cli.summary import RouteSummary, print_summary
-from smsroute.cli.writer import ROUTE_COLUMNS, Layout, OutputError, RowWriter, decision_row
-from smsroute.errors import InvalidNumber, NoRoute
+from smsroute.errors import InvalidNumber
 from smsroute.numbers import normalize
 from smsroute.resilience import Alert
-from smsroute.routing import Decision
 from smsroute.types import CacheBackend
 
 __all__ = ["ROUTE_DEADLINE", "register", "run"]
 
 ROUTE_DEADLINE: Final = 3.0  # seconds; a bulk job would rather wait than fall back
+MAX_WAIT: Final = 300.0  # seconds of retrying rows whose lookup failed, at the end of a run
 _VIRTUAL_KEYS: Final = ("virtual", "mvno")
 
 DESCRIPTION: Final = """\
@@ -129,6 +124,22 @@ def register(sub: Any) -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     r = p.add_argument_group("routing")
     add_engine_arguments(r)
+    r.add_argument(
+        "--on-failure",
+        choices=("retry", "fallback", "fail"),
+        default="retry",
+        help="when a lookup fails: retry (default: wait out the breaker and ask again at "
+        "the end, within --max-wait, then write a guess), fallback (write the guess at "
+        "once), fail (stop at the first failure)",
+    )
+    r.add_argument(
+        "--max-wait",
+        type=positive_float,
+        default=MAX_WAIT,
+        metavar="SECONDS",
+        help=f"with --on-failure retry: how long to keep retrying failed rows "
+        f"(default: {MAX_WAIT:g})",
+    )
     r.add_argument(
         "--gateway",
         action="append",
@@ -283,11 +294,13 @@ def _run(args: argparse.Namespace) -> int:
             "on_alert": on_alert,
         }
         engine, router = make_engine(args, gateways, settings, concurrency, stack)
-        job = _Run(args, source, summary, first_line, engine, hard, concurrency)
+        job = RouteJob(args, source, summary, first_line, engine, hard, concurrency)
+        job.breaker = router.breaker
         job.open()
         finished, error_status = False, EXIT_FAILED
         try:
             job.route_all()
+            job.retry_failed()
             finished = True
         except KeyboardInterrupt as exc:
             summary.stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
@@ -305,181 +318,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if summary.error is not None:
         return error_status
-    if summary.alert is not None or summary.no_route.count:
+    if summary.alert is not None or summary.no_route.count or summary.lookup_failed:
         return EXIT_FAILED
+    if summary.guessed_stale or summary.guessed_table:
+        return EXIT_GUESSES
     return EXIT_OK
-
-
-@dataclass
-class _Pending:
-    """A row in the window: waiting for its decision, or a reject (reason set)."""
-
-    row: InputRow
-    future: Future[Decision] | None
-    reason: str = ""
-
-
-class _Run:
-    """The routing pass of a run: the pool, the outputs and the window of rows in flight."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        source: Source,
-        summary: RouteSummary,
-        first_line: dict[str, int],
-        engine: Engine,
-        hard: threading.Event,
-        concurrency: int,
-    ) -> None:
-        self.args = args
-        self.source = source
-        self.summary = summary
-        self.first_line = first_line
-        self.engine: Engine | None = engine
-        self.concurrency = concurrency
-        self.hard = hard
-        self.out = Destination(args.output, bom=args.excel)
-        self.rejects = Destination(args.rejects, bom=args.excel) if args.rejects else None
-        self.out_rows: RowWriter | None = None
-        self.reject_rows: RowWriter | None = None
-        self.progress: Progress | None = None
-        self.window: deque[_Pending] = deque()
-
-    def open(self) -> None:
-        """Open the outputs (refusing unwritable ones, exit 2) and the progress."""
-        names, keys = self.source.column_names, self.source.json_keys
-        try:
-            self.out_rows = RowWriter(
-                self.out.open(),
-                self.args.format,
-                Layout(names, keys, ROUTE_COLUMNS),
-                name=self.out.name,
-            )
-            if self.rejects is not None:
-                self.reject_rows = RowWriter(
-                    self.rejects.open(),
-                    self.args.format,
-                    Layout(names, keys, ("reason",)),
-                    name=self.rejects.name,
-                )
-        except BaseException:
-            self.out.abandon()
-            if self.rejects is not None:
-                self.rejects.abandon()
-            raise
-        to_stdout = self.out.to_stdout or (self.rejects is not None and self.rejects.to_stdout)
-        enabled = progress_enabled(
-            stderr_tty=sys.stderr.isatty(),
-            stdout_tty=sys.stdout.isatty(),
-            to_stdout=to_stdout,
-            disabled=self.args.no_progress,
-        )
-        self.progress = Progress(len(self.first_line), enabled)
-
-    def route_all(self) -> None:
-        """Route on the engine, writing rows and rejects in input order as they complete."""
-        # At most ``limit`` lookups submitted ahead of the row being written:
-        # memory stays flat on a long list while the engine stays busy.
-        limit = self.concurrency * 4
-        window = self.window
-        for row in self.source.rows():
-            if self.hard.is_set():
-                break  # a wrong key or an empty account: the rest would only fall back
-            pending = self._pending(row)
-            if pending is None:
-                continue
-            window.append(pending)
-            while window and (len(window) >= limit or window[0].future is None):
-                self._drain_one()
-        while window:
-            self._drain_one()
-
-    def _pending(self, row: InputRow) -> _Pending | None:
-        if not row.value:
-            return _Pending(row, None, f"empty: no number in {self.source.column_label()}")
-        try:
-            mobile = normalize(row.value)
-        except InvalidNumber as exc:
-            return _Pending(row, None, f"invalid: {exc}")
-        if self.first_line.get(mobile) != row.line:
-            return None  # a number seen on an earlier line: routed there
-        assert self.engine is not None
-        return _Pending(row, self.engine.submit(mobile))
-
-    def _drain_one(self) -> None:
-        # Taken off the window only once its row is written: a row whose wait
-        # is interrupted stays, to be written if its lookup still finishes.
-        pending = self.window[0]
-        row, s = pending.row, self.summary
-        if pending.future is None:
-            self._reject(row, pending.reason)
-            self.window.popleft()
-            return
-        try:
-            decision = pending.future.result()
-        except NoRoute as exc:
-            s.no_route.add(row.line, row.value, str(exc))
-            self._reject(row, f"no gateway: {exc}")
-        else:
-            fields = decision_row(decision)
-            assert self.out_rows is not None
-            self.out_rows.write(row.line, row.cells, fields)
-            s.written += 1
-            s.operators[fields["current"] or "unknown"] += 1
-            if decision.info is not None:
-                s.answered += 1
-                s.ported += bool(fields["ported"])
-        self.window.popleft()
-        assert self.progress is not None
-        self.progress.update()
-
-    def _reject(self, row: InputRow, reason: str) -> None:
-        if self.reject_rows is not None:
-            self.reject_rows.write(row.line, row.cells, {"reason": reason})
-            self.summary.rejected += 1
-
-    def close(self, *, complete: bool) -> None:
-        """Stop the engine, then rename complete outputs into place or keep them as .partial."""
-        try:
-            if self.engine is not None:
-                # Lookups in flight are already paid: let them land in the cache
-                # (each is bounded by the deadline) before it is closed.
-                self.engine.shutdown(wait=True)
-                self.engine = None
-            if self.progress is not None:
-                self.progress.close()
-            if not complete:
-                self._write_finished()
-        finally:
-            self._finish(complete)
-
-    def _write_finished(self) -> None:
-        """Write the rows at the head of the window whose lookups finished before the stop."""
-        # Only a prefix, so that the kept rows stay every row up to a line.
-        while self.window:
-            future = self.window[0].future
-            if future is not None and (not future.done() or future.cancelled()):
-                return
-            if future is not None and not isinstance(future.exception(), (type(None), NoRoute)):
-                return
-            try:
-                self._drain_one()
-            except OutputError:
-                return  # the disk that stopped the run refuses these too
-
-    def _finish(self, complete: bool) -> None:
-        s = self.summary
-        for dest, rows in ((self.out, self.out_rows), (self.rejects, self.reject_rows)):
-            if dest is None or rows is None:
-                continue
-            try:
-                dest.finish(complete=complete, keep=rows.rows > 0)
-            except OutputError as exc:
-                complete = False
-                if s.error is None:
-                    s.error = str(exc)
-        s.target = self.out.name
-        s.partial = self.out.partial
-        if self.rejects is not None:
-            s.rejects = self.rejects.partial or self.rejects.name

@@ -70,6 +70,16 @@ class RouteSummary:
     rejects: str | None = None
     """Where rejected rows went (the ``.partial`` name if incomplete), or None."""
     rejected: int = 0
+    guessed_stale: int = 0
+    """Rows written from a stale answer (the vendor failed)."""
+    guessed_table: int = 0
+    """Rows written from the segment table: the original operator (the vendor failed)."""
+    unknown_to_vendor: int = 0
+    """Rows the vendor refused or does not know (-3, -4): routed by their segment."""
+    retried: int = 0
+    """Rows whose lookup failed at first and were asked again."""
+    lookup_failed: str | None = None
+    """With --on-failure fail: the lookup error that stopped the run."""
 
 
 def _count(n: int, noun: str) -> str:
@@ -116,6 +126,21 @@ def print_summary(s: RouteSummary, stats: RouterStats, seconds: float) -> None:
         lines.append(f"  fallback reasons: {reasons}")
     if stats["breaker_opened"]:
         lines.append(f"  breaker opened {stats['breaker_opened']} time(s); now {stats['breaker']}")
+    if s.retried:
+        lines.append(f"  retried: {_count(s.retried, 'row')} whose first lookup failed")
+    guesses = s.guessed_stale + s.guessed_table
+    if guesses:
+        lines.append(
+            f"  {_count(guesses, 'row')} are guesses ({s.guessed_table:,} from the segment "
+            f"table, {s.guessed_stale:,} from stale answers; source column): rerun to retry them"
+        )
+    if s.unknown_to_vendor:
+        lines.append(
+            f"  {_count(s.unknown_to_vendor, 'number')} the vendor refused or does not know: "
+            "routed by their segment"
+        )
+    if s.lookup_failed is not None:
+        lines.append(f"  stopped (--on-failure fail): {s.lookup_failed}")
     if s.alert is not None:
         code = f" (code {s.alert.code})" if s.alert.code is not None else ""
         lines.append(f"  stopped: {s.alert.kind}{code}: {s.alert.reason}")

@@ -38,6 +38,7 @@ __all__ = [
     "blame",
     "check_answer",
     "is_retryable",
+    "is_transient",
     "judge_error",
     "reason",
     "reason_key",
@@ -79,6 +80,19 @@ def blame(exc: BaseException) -> Blame:
 def is_retryable(exc: BaseException) -> bool:
     """Return True for errors worth another paid attempt: ServiceError, most TransportErrors."""
     return isinstance(exc, RETRYABLE) and getattr(exc, "retryable", True)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Return True for a failure that asking again later may cure (an outage, a throttle).
+
+    False for the vendor's answers about the number (-4 not found, 1/-2/-3
+    refused) and for account problems that need a person (-1/-9, -5).
+    """
+    if isinstance(exc, CircuitOpen | Throttled):
+        return True
+    return (isinstance(exc, LookupFailed) and not isinstance(exc, ApiError)) or (
+        isinstance(exc, ServiceError)
+    )
 
 
 class Judgement(NamedTuple):
