@@ -211,7 +211,9 @@ def test_many_tasks_hold_different_claims_at_once(redis_server, raw, prefix):
     numbers = [f"1390000{i:04d}" for i in range(50)]
 
     async def body() -> None:
-        async with AsyncRedisCache(redis_server.url, prefix=prefix) as cache:
+        # Fifty connections opened at once: a loaded test machine can take
+        # longer than the 50 ms default to set them all up.
+        async with AsyncRedisCache(redis_server.url, prefix=prefix, socket_timeout=1.0) as cache:
             tokens = await asyncio.gather(*(cache.claim(n, 5.0) for n in numbers))
             assert all(t not in (None, UNLOCKED) for t in tokens)
             assert len(set(tokens)) == 50

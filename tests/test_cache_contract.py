@@ -30,7 +30,7 @@ from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core.freshness import fresh_until
 from smsroute.models import CarrierInfo
-from smsroute.redis_cache import RedisCache
+from smsroute.redis_cache import UNLOCKED, RedisCache
 from smsroute.routing import Router
 from smsroute.sqlite_cache import SqliteCache
 from smsroute.testing import FakeClock
@@ -430,9 +430,71 @@ class TestRedisCache(TwoTierContract):
         """Return a backend on a port nothing listens on, with no back-off."""
         return self._make(f"redis://127.0.0.1:{free_port()}/0", clock, backoff=0)
 
+    # -- SharedFlight: claim, wait, release ---------------------------------------
+
     def test_is_shared_flight(self, cache):
         """The backend also offers fleet-wide single-flight to the router."""
         assert isinstance(cache, SharedFlight)
+
+    def test_claim_is_exclusive_and_released_by_token(self, cache, clock):
+        """One worker holds a claim at a time; only its own token releases it."""
+        peer = self.make_peer(clock)
+        token = cache.claim(MOBILE_NO, 5.0)
+        assert token not in (None, UNLOCKED)
+        assert peer.claim(MOBILE_NO, 5.0) is None
+        peer.release(MOBILE_NO, "not-the-token")
+        assert peer.claim(MOBILE_NO, 5.0) is None
+        cache.release(MOBILE_NO, token)
+        theirs = peer.claim(MOBILE_NO, 5.0)
+        assert theirs not in (None, UNLOCKED, token)
+        peer.release(MOBILE_NO, theirs)
+
+    def test_one_worker_holds_many_claims(self, cache):
+        """Claims on different numbers are independent, each with its own token."""
+        tokens = [cache.claim(f"1390000{i:04d}", 5.0) for i in range(10)]
+        assert None not in tokens
+        assert len(set(tokens)) == 10
+        for i, token in enumerate(tokens):
+            cache.release(f"1390000{i:04d}", token)
+        assert cache.claim("13900000000", 5.0) is not None
+
+    def test_claim_refused_while_a_fresh_answer_is_stored(self, cache, clock):
+        """A fresh answer in the store means nothing to claim; a stale one is worth a query."""
+        peer = self.make_peer(clock, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
+        until = self.until(clock)
+        peer.set(MOBILE_NO, PORTED)
+        assert cache.claim(MOBILE_NO, 5.0) is None
+        assert cache.wait(MOBILE_NO, 5.0) == (PORTED, True)
+        self.at(clock, until)
+        token = cache.claim(MOBILE_NO, 5.0)
+        assert token is not None
+        cache.release(MOBILE_NO, token)
+
+    def test_wait_returns_the_holders_answer(self, cache, clock):
+        """A waiter gets the fresh answer the holder stored."""
+        peer = self.make_peer(clock)
+        token = peer.claim(MOBILE_NO, 5.0)
+        assert cache.claim(MOBILE_NO, 5.0) is None
+        peer.set(MOBILE_NO, PLAIN)
+        peer.release(MOBILE_NO, token)
+        assert cache.wait(MOBILE_NO, 5.0) == (PLAIN, True)
+        assert cache.get(MOBILE_NO) == (PLAIN, True)
+
+    def test_wait_ends_when_the_holder_lets_go(self, cache, clock):
+        """A lock released without an answer ends the wait at once: None."""
+        peer = self.make_peer(clock)
+        token = peer.claim(MOBILE_NO, 5.0)
+        peer.release(MOBILE_NO, token)
+        assert cache.wait(MOBILE_NO, 5.0) is None
+        assert cache.stats()["waits_unanswered"] == 1
+
+    def test_broken_store_claims_without_a_lock(self, clock):
+        """With the store unreachable every worker may ask: UNLOCKED, and waits answer None."""
+        cache = self.make_broken(clock)
+        assert cache.claim(MOBILE_NO, 5.0) == UNLOCKED
+        assert cache.wait(MOBILE_NO, 5.0) is None
+        cache.release(MOBILE_NO, UNLOCKED)
+        assert cache.errors >= 1
 
 
 class TestRedisCacheRedisOnly(TestRedisCache):

@@ -17,7 +17,7 @@ import pytest
 import redis
 from _fakes import MOBILE_NO, TELECOM_NO, FakeClient, gateways
 from redis_server import RedisServer, free_port
-from test_cache_contract import NEGATIVE_TTL, PLAIN, PORTED, STALE_TTL, TTL, redis_binary
+from test_cache_contract import NEGATIVE_TTL, PLAIN, PORTED, redis_binary
 
 from smsroute import codec
 from smsroute.carrier import Carrier
@@ -533,20 +533,6 @@ def test_a_refusing_redis_still_serves_its_answers(own_server, made, caplog):
 # -- fleet single-flight -------------------------------------------------------------
 
 
-def test_claim_is_exclusive_across_workers(redis_server, prefix, made):
-    """One worker holds the claim at a time; release() hands it on."""
-    a = RedisCache(redis_server.url, prefix=prefix)
-    b = RedisCache(redis_server.url, prefix=prefix)
-    made.extend((a, b))
-    token_a = a.claim(MOBILE_NO, 1.0)
-    assert token_a
-    assert not b.claim(MOBILE_NO, 1.0)
-    a.release(MOBILE_NO, token_a)
-    token_b = b.claim(MOBILE_NO, 1.0)
-    assert token_b
-    b.release(MOBILE_NO, token_b)
-
-
 def test_release_leaves_another_workers_lock(redis_server, raw, prefix, made):
     """A worker whose claim expired and was retaken does not delete the new holder's lock."""
     a = RedisCache(redis_server.url, prefix=prefix)
@@ -569,19 +555,6 @@ def test_claim_is_bounded_by_lock_ttl(redis_server, raw, prefix, made):
     assert 1000 < raw.pttl(prefix + "lock:" + MOBILE_NO) <= 2000
     assert cache.claim(TELECOM_NO, 0.3)
     assert 0 < raw.pttl(prefix + "lock:" + TELECOM_NO) <= 300
-
-
-def test_claim_refused_when_a_fresh_answer_is_stored(redis_server, prefix, made):
-    """A worker that missed just before the leader's answer landed does not pay again."""
-    clock = FakeClock()
-    a = RedisCache(redis_server.url, prefix=prefix, clock=clock, ttl=TTL, stale_ttl=STALE_TTL)
-    b = RedisCache(redis_server.url, prefix=prefix, clock=clock, ttl=TTL, stale_ttl=STALE_TTL)
-    made.extend((a, b))
-    a.set(MOBILE_NO, PORTED)
-    assert not b.claim(MOBILE_NO, 1.0)
-    assert b.wait(MOBILE_NO, 1.0) == (PORTED, True)
-    clock.advance(TTL + 2)  # now stale: refreshing it is worth a query
-    assert b.claim(MOBILE_NO, 1.0)
 
 
 def test_wait_returns_the_holders_answer(redis_server, prefix, made):

@@ -216,8 +216,13 @@ def test_locked_file_does_not_fail_a_send(path, caplog):
 
 @pytest.mark.parametrize("trouble", ["locked", "full"])
 def test_a_failing_file_pays_once_per_number(path, trouble):
-    """One number sent 50 times while the file is locked (or full) is paid once, not 50 times."""
-    cache = SqliteCache(path)
+    """One number sent once a minute for 50 minutes while the file is locked (or full) pays once.
+
+    Reads still work (WAL), so without the near tier holding the answer the
+    file said "miss" and every send paid again: 50 queries for 50 sends.
+    """
+    clock = FakeClock()
+    cache = opened(path, clock)
     other = sqlite3.connect(path, isolation_level=None)
     try:
         if trouble == "locked":
@@ -236,9 +241,12 @@ def test_a_failing_file_pays_once_per_number(path, trouble):
                     break
             assert cache.errors == 1  # the file is full now
         client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
-        router = Router(client, gateways(), cache=cache)
+        router = Router(client, gateways(), cache=cache, clock=clock)
         errors_before = cache.errors
-        decisions = [router.route(MOBILE_NO) for _ in range(50)]
+        decisions = []
+        for _ in range(50):
+            decisions.append(router.route(MOBILE_NO))
+            clock.advance(60)  # each send past the near tier's own 60 s
     finally:
         if trouble == "locked":
             other.execute("ROLLBACK")
