@@ -110,11 +110,10 @@ class MemoryCache:
             if self._data.get(number) == value:
                 self._data[number] = value | USED_BIT
 
-    def set(self, number: str, answer: int) -> None:
-        """Store an answer, fresh for the policy's TTL."""
-        value = fresh_until(self._clock(), self.policy.ttl_for(answer)) << FRESH_SHIFT | (
-            answer & ANSWER_MASK
-        )
+    def set(self, number: str, answer: int, *, ttl: float | None = None) -> None:
+        """Store an answer, fresh for the policy's TTL (or for ``ttl`` seconds)."""
+        fresh = self.policy.ttl_for(answer) if ttl is None else ttl
+        value = fresh_until(self._clock(), fresh) << FRESH_SHIFT | (answer & ANSWER_MASK)
         data = self._data
         with self._lock:
             if number in data:

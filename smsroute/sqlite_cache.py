@@ -7,11 +7,21 @@ and ``answer`` the portable text of :func:`smsroute.codec.dumps` (area ids are
 local to a process). Freshness is judged on read with the cache's ``clock``,
 exactly as MemoryCache does.
 
+Two tiers, as RedisCache: a small :class:`~smsroute.cache.MemoryCache` (the
+*near tier*, on the monotonic clock) answers a hot number without a query
+and for ``near_ttl`` seconds at most, so another process's writes and
+deletes on the same file show within that time. While the file cannot be
+read (locked, broken) the near tier answers; an answer the file could not
+take (locked, disk full) is held there for its whole TTL, so a failing file
+never costs more queries than a MemoryCache would.
+
 Rows past their stale window are purged by a sweep over the primary key in
 windows of ``purge_batch`` rows: the whole sweep when the file is opened (or
 :meth:`SqliteCache.purge` is called), and once per ``purge_interval`` one
 window per ``set`` until the sweep has gone round. No call on the send path
-does work that grows with the table.
+does work that grows with the table. A purge never trusts the wall clock
+alone (see ``_horizon``): a clock that jumps forward does not delete paid
+answers.
 
 Threads share two connections, one for reads and one for writes, each behind
 its own lock (sqlite3 releases the GIL while it works, and an answer read is
@@ -20,10 +30,13 @@ processes on one host share the file through WAL: reads are never blocked by
 another process's write, and a write on the send path waits at most
 ``write_timeout`` for another process's write lock (``busy_timeout`` only
 when opening and purging). Like every backend it never raises into a send: a
-failing database is logged once per run of failures, counted, and reads
-answer None.
+failing database is logged once per run of failures and counted
+(:attr:`SqliteCache.errors`, :meth:`SqliteCache.stats`).
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.2.0
+   The near tier (``near_maxsize``, ``near_ttl``, ``monotonic``, :attr:`near`),
+   and purges judged against the newest write rather than the wall clock.
 """
 
 from __future__ import annotations
@@ -38,7 +51,9 @@ from typing import Any, Final
 
 from smsroute import codec
 from smsroute._log import get_logger
-from smsroute.core.freshness import CachePolicy, fresh_until
+from smsroute.cache import MemoryCache
+from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT, CachePolicy, fresh_until
+from smsroute.tiers import Counts, Health, NearTier
 from smsroute.types import Clock
 
 __all__ = ["SqliteCache", "default_cache_path"]
@@ -71,7 +86,8 @@ _PURGE_WINDOW: Final = (
 #     22 us with it; and the index grows the file from 32 to 48 MB.
 #   This code, set() while a sweep runs (a 500-row window a call): 102 us
 #     median with few rows expired, 172 us median / 5 ms p99 when every row
-#     has; len() 0 us; opening the file (whole sweep and count) 0.18 s.
+#     has; len() 0 us; opening the file (whole sweep and count) 0.18 s, and
+#     0.06 s more for the newest fresh_until (see SqliteCache._horizon).
 #
 # So the index is not needed for a cheap batch (and does not give one for
 # this predicate): it is not created.
@@ -107,7 +123,11 @@ class SqliteCache:
     """A CacheBackend on a SQLite file (WAL), shared by threads and by processes on one host.
 
     ``path`` is a file path (its directory is created) or ``":memory:"``.
-    ``clock`` is wall-clock time: the file outlives the process.
+    ``clock`` is wall-clock time: the file outlives the process;
+    ``monotonic`` times the near tier, the purge schedule and the purge's
+    trust in the wall clock. ``near_maxsize`` and ``near_ttl`` size the near
+    tier and bound how long it answers without reading the file
+    (``near_ttl=0``: every read goes to the file).
     ``write_timeout`` is how long a ``set`` or ``delete`` (on the send path)
     waits for another process's write lock before it gives up (counted and
     logged, never raised); ``busy_timeout`` is the wait when opening the
@@ -127,7 +147,10 @@ class SqliteCache:
         write_timeout: float = 0.05,
         purge_interval: float = 3600.0,
         purge_batch: int = 500,
+        near_maxsize: int = 10_000,
+        near_ttl: float = 60.0,
         clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
     ) -> None:
         if purge_batch < 1:
             raise ValueError("purge_batch must be at least 1")
@@ -135,14 +158,19 @@ class SqliteCache:
         self.path = str(path)
         self.purge_interval = float(purge_interval)
         self.purge_batch = int(purge_batch)
+        self.near_ttl = float(near_ttl)
         self._busy_ms = max(int(busy_timeout * 1000), 0)
         self._write_ms = max(int(write_timeout * 1000), 0)
         self._clock = clock
+        self._monotonic = monotonic
+        self._tier = NearTier(self.policy, maxsize=near_maxsize, ttl=near_ttl, monotonic=monotonic)
+        self._near = self._tier.cache
+        self._near_data = self._near.entries
         self._lock = threading.Lock()  # the write connection and the sweep state
-        self._stats_lock = threading.Lock()
-        self._errors = 0
-        self._failing = False
-        self._purged = 0
+        self._counts = Counts()
+        # A file is not a network: no back-off (a locked file costs a send at
+        # most write_timeout), but one warning per run of failures.
+        self._health = Health(backoff=0.0, failures=1, monotonic=monotonic, counts=self._counts)
         # Approximate row count: see __len__.
         self._count = 0
         # The send path's sweep: the last row id looked at (None: no sweep
@@ -172,9 +200,45 @@ class SqliteCache:
         except sqlite3.Error:
             self.close()
             raise
+        # See _horizon: what the purge may believe of the wall clock.
+        self._trusted_at = monotonic()
+        self._trusted = self._newest_write(clock())
         self.purge()  # also counts the rows
         with self._lock:
             self._set_timeout(self._write_ms)
+
+    def _newest_write(self, now: float) -> float:
+        # A lower bound of when the newest row was written: its fresh_until
+        # is write time + TTL (or negative_ttl), rounded up.
+        try:
+            with self._lock:
+                cursor = self._conn().execute("SELECT max(fresh_until) FROM answers")
+                newest = cursor.fetchone()[0]
+        except sqlite3.Error as exc:
+            self._failed("open", exc)
+            newest = None
+        if not isinstance(newest, int):
+            return now
+        return min(now, newest - max(self.policy.ttl, self.policy.negative_ttl) - 1)
+
+    def _horizon(self, now: float) -> float:
+        """Return the time a purge judges rows by: ``now``, unless the clock cannot be trusted.
+
+        A purge deletes paid answers for good, so it does not take the wall
+        clock's word alone. A clock set weeks ahead (a bad NTP source, a VM
+        restored with the wrong time) would otherwise make every row look
+        past its stale window: they would all be deleted when the file was
+        opened, and stay gone when the clock was fixed. So time is trusted
+        only as far as it is seen to pass: from the newest write in the file
+        when it was opened (the clock was at least there then), plus what
+        the monotonic clock has counted since. Rows that expired by that
+        time are certainly expired; a clock jump, forward at start-up or
+        during the run, moves nothing. The price: after a real downtime the
+        rows that expired during it are purged only as the process runs on
+        (they read as misses meanwhile, so only disk is spent), and rows
+        written under a clock that was ahead stay longer.
+        """
+        return min(now, self._trusted + (self._monotonic() - self._trusted_at))
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         return sqlite3.connect(
@@ -184,7 +248,15 @@ class SqliteCache:
     # -- CacheBackend ---------------------------------------------------------------
 
     def get(self, number: str) -> tuple[int, bool] | None:
-        """Return ``(answer, fresh)`` or None when nothing usable is stored."""
+        """Return ``(answer, fresh)`` or None; a fresh near-tier hit runs no query."""
+        # The near tier's hit test inlined, as in RedisCache.get.
+        value = self._near_data.get(number)
+        if value is not None:
+            if value & USED_BIT and self._monotonic() < value >> FRESH_SHIFT:
+                return value & ANSWER_MASK, True
+            hit = self._tier.fresh(number)
+            if hit is not None:
+                return hit
         key = _key(number)
         try:
             with self._rlock:
@@ -195,16 +267,19 @@ class SqliteCache:
                 )
         except sqlite3.Error as exc:
             self._failed("get", exc)
-            return None
+            return self._tier.outage_answer(number)
         self._succeeded()
         if row is None:
+            self._tier.forget(number)  # deleted by another process, or purged
             return None
         until, text = row
         answer = codec.loads(text) if isinstance(text, str) else None
         if answer is None or not isinstance(until, int):
+            self._counts.bump("corrupt")
+            self._tier.forget(number)
             return None
         # A row past its stale window is left for purge(): a read does not write.
-        return self.policy.hit(until, answer, self._clock())
+        return self._tier.learn(number, until, answer, self._clock())
 
     def set(self, number: str, answer: int) -> None:
         """Store an answer, fresh for the policy's TTL."""
@@ -213,6 +288,7 @@ class SqliteCache:
         # Same rounding as every backend, so they agree on when an answer turns stale.
         until = fresh_until(now, self.policy.ttl_for(answer))
         text = codec.dumps(answer)
+        tick = self._monotonic()
         try:
             with self._lock:
                 db = self._conn()
@@ -224,14 +300,19 @@ class SqliteCache:
                 )
                 if new is None:
                     self._counted(key, 1)
-                if self._sweep_from is None and now >= self._next_purge:
+                if self._sweep_from is None and tick >= self._next_purge:
                     self._sweep_from, self._sweep_kept = _SWEEP_START, 0
-                    self._next_purge = now + self.purge_interval
+                    self._next_purge = tick + self.purge_interval
                 sweeping = self._sweep_from is not None
         except sqlite3.Error as exc:
             self._failed("set", exc)
+            if self._db is not None:
+                # The file did not take it (locked, disk full): keep it here
+                # for its whole TTL, or every send of the number pays again.
+                self._tier.hold(number, answer)
             return
         self._succeeded()
+        self._tier.stored(number, answer)
         if sweeping:
             self._purge_step(now)
 
@@ -250,6 +331,7 @@ class SqliteCache:
     def delete(self, number: str) -> None:
         """Forget a number."""
         key = _key(number)
+        self._tier.forget(number)
         try:
             with self._lock:
                 cursor = self._conn().execute("DELETE FROM answers WHERE number = ?", (key,))
@@ -280,7 +362,7 @@ class SqliteCache:
                     try:
                         if start == _SWEEP_START:  # restart the send path's sweep here
                             self._sweep_from, self._sweep_kept = start, 0
-                            self._next_purge = now + self.purge_interval
+                            self._next_purge = self._monotonic() + self.purge_interval
                         removed += self._sweep_step(now)
                         start = self._sweep_from
                     finally:
@@ -310,6 +392,7 @@ class SqliteCache:
         ).fetchone()
         removed = 0
         if size:
+            now = self._horizon(now)
             cursor = db.execute(
                 _PURGE_WINDOW,
                 {"start": start, "end": end, "now": now, "old": now - self.policy.stale_ttl},
@@ -317,8 +400,7 @@ class SqliteCache:
             removed = max(cursor.rowcount, 0)
         self._sweep_kept += size - removed
         self._count = max(self._count - removed, 0)
-        with self._stats_lock:
-            self._purged += removed
+        self._counts.bump("purged", removed)
         if size < self.purge_batch:  # gone round: what it kept is the count
             self._sweep_from = None
             self._count = self._sweep_kept
@@ -348,28 +430,43 @@ class SqliteCache:
         return self._rdb
 
     def _failed(self, op: str, exc: BaseException) -> None:
-        with self._stats_lock:
-            self._errors += 1
-            first, self._failing = not self._failing, True
-        if first:
+        if self._health.failed(self._monotonic()):
             # One warning per run of failures (a locked or broken file), not per send.
             _log.warning(
                 "cache.sqlite.error", op=op, error=type(exc).__name__, detail=str(exc)[:120]
             )
 
     def _succeeded(self) -> None:
-        if self._failing:
-            self._failing = False
-            _log.info("cache.sqlite.ok", errors=self._errors)
+        errors = self._health.succeeded()
+        if errors is not None:
+            _log.info("cache.sqlite.ok", errors=errors)
 
     @property
     def errors(self) -> int:
         """Return how many database operations failed since the cache was opened."""
-        return self._errors
+        return self._counts["errors"]
+
+    @property
+    def available(self) -> bool:
+        """Return False from a failed operation until the next one that works."""
+        return self._health.available
+
+    @property
+    def near(self) -> MemoryCache:
+        """Return the in-process near tier (a MemoryCache; the router reads it directly)."""
+        return self._near
 
     def stats(self) -> dict[str, Any]:
-        """Return the row count, errors and rows purged."""
-        return {"size": len(self), "errors": self._errors, "purged": self._purged}
+        """Return the row count, errors, rows purged, corrupt rows read and the near tier's size."""
+        out: dict[str, Any] = {"size": len(self)}
+        out.update(self._counts.snapshot(("errors", "purged", "corrupt")))
+        out["near_size"] = len(self._near)
+        out["available"] = self._health.available
+        return out
+
+    def clear_near(self) -> None:
+        """Forget the near tier (the file keeps its answers)."""
+        self._near.clear()
 
     def __len__(self) -> int:
         """Return the approximate number of stored rows (expired rows not yet purged included).
@@ -389,6 +486,7 @@ class SqliteCache:
         """Close the database; later calls answer None and store nothing; idempotent."""
         with self._lock:
             db, self._db = self._db, None
+        self._near.clear()
         rlock = getattr(self, "_rlock", None)
         if rlock is not None and rlock is not self._lock:
             with rlock:

@@ -1,4 +1,4 @@
-"""Tests for the answer caches: a contract suite for every CacheBackend, then MemoryCache itself."""
+"""Tests for MemoryCache and CachePolicy (the CacheBackend contract is in test_cache_contract)."""
 
 from __future__ import annotations
 
@@ -7,211 +7,14 @@ import math
 import random
 import threading
 import tracemalloc
-from typing import Any
 
 import pytest
-from _fakes import MOBILE_NO, TELECOM_NO, FakeClient, api_error, gateways, info
+from _fakes import MOBILE_NO
+from test_cache_contract import PLAIN, PORTED
 
 from smsroute import codec
 from smsroute.cache import DAY, CachePolicy, MemoryCache
-from smsroute.carrier import Carrier
-from smsroute.models import CarrierInfo
-from smsroute.routing import Router
 from smsroute.testing import FakeClock
-from smsroute.types import CacheBackend
-
-PORTED = codec.encode(CarrierInfo(MOBILE_NO, 1, "湖北-宜昌", Carrier.MOBILE, Carrier.TELECOM))
-PLAIN = codec.encode(CarrierInfo(MOBILE_NO, 0, "北京-北京", Carrier.MOBILE, Carrier.MOBILE))
-VIRTUAL = codec.encode(CarrierInfo(MOBILE_NO, 4, "新疆-伊犁", Carrier.UNICOM, Carrier.BROADNET))
-NO_AREA = codec.encode(CarrierInfo(MOBILE_NO, 3, "", None, Carrier.TELECOM))
-
-TTL, NEGATIVE_TTL, STALE_TTL = 100.0, 10.0, 1000.0
-
-
-class CacheContract:
-    """What every CacheBackend must do; subclass it and define ``make_cache``.
-
-    ``make_cache(clock, **policy)`` returns an empty backend whose time is
-    ``clock`` (a FakeClock) and whose policy takes ``ttl``, ``negative_ttl``
-    and ``stale_ttl`` in seconds. A backend may keep expiry times rounded up
-    to ``granularity`` seconds (MemoryCache keeps whole seconds); set it on
-    the subclass. Nothing here sleeps, so a backend must read the given clock.
-    """
-
-    granularity: float = 1.0
-
-    def make_cache(self, clock: FakeClock, **policy: float) -> CacheBackend:
-        """Return an empty backend on ``clock`` with the given policy."""
-        raise NotImplementedError
-
-    @pytest.fixture
-    def clock(self) -> FakeClock:
-        """Return the fake time the backend runs on."""
-        return FakeClock()
-
-    @pytest.fixture
-    def cache(self, clock: FakeClock) -> Any:
-        """Return an empty backend with the suite's policy."""
-        return self.make_cache(clock, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=STALE_TTL)
-
-    def past(self, seconds: float) -> float:
-        """Return a time step surely past ``seconds`` given the backend's rounding."""
-        return seconds + self.granularity + 0.001
-
-    def test_is_a_cache_backend(self, cache):
-        """The backend satisfies the CacheBackend protocol the router is written against."""
-        assert isinstance(cache, CacheBackend)
-
-    def test_missing_number_is_none(self, cache):
-        """A number never stored reads as None."""
-        assert cache.get(MOBILE_NO) is None
-
-    def test_set_then_get_is_fresh(self, cache):
-        """A stored answer comes back unchanged and fresh."""
-        cache.set(MOBILE_NO, PORTED)
-        assert cache.get(MOBILE_NO) == (PORTED, True)
-
-    @pytest.mark.parametrize("answer", [PORTED, PLAIN, VIRTUAL, NO_AREA, codec.NOT_FOUND])
-    def test_values_round_trip(self, cache, answer):
-        """Any answer code the codec makes is stored exactly."""
-        cache.set(MOBILE_NO, answer)
-        assert cache.get(MOBILE_NO) == (answer, True)
-
-    def test_numbers_are_independent(self, cache):
-        """Each number keeps its own answer."""
-        cache.set(MOBILE_NO, PORTED)
-        cache.set(TELECOM_NO, PLAIN)
-        assert cache.get(MOBILE_NO) == (PORTED, True)
-        assert cache.get(TELECOM_NO) == (PLAIN, True)
-
-    def test_fresh_until_ttl(self, cache, clock):
-        """An answer stays fresh for its whole TTL."""
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(TTL - 0.01)
-        assert cache.get(MOBILE_NO) == (PORTED, True)
-
-    def test_stale_after_ttl(self, cache, clock):
-        """Past its TTL an answer is still returned, marked not fresh."""
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(self.past(TTL))
-        assert cache.get(MOBILE_NO) == (PORTED, False)
-
-    def test_stale_until_stale_ttl(self, cache, clock):
-        """A stale answer is kept for stale_ttl after the TTL."""
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(TTL + STALE_TTL - 0.01)
-        assert cache.get(MOBILE_NO) == (PORTED, False)
-
-    def test_gone_after_stale_window(self, cache, clock):
-        """After TTL plus stale_ttl the answer is gone."""
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(self.past(TTL + STALE_TTL))
-        assert cache.get(MOBILE_NO) is None
-
-    def test_no_stale_window(self, clock):
-        """With stale_ttl=0 an answer is gone as soon as its TTL ends."""
-        cache = self.make_cache(clock, ttl=TTL, negative_ttl=NEGATIVE_TTL, stale_ttl=0.0)
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(self.past(TTL))
-        assert cache.get(MOBILE_NO) is None
-
-    def test_negative_lives_negative_ttl(self, cache, clock):
-        """NOT_FOUND is fresh for negative_ttl, not for the answer TTL."""
-        cache.set(MOBILE_NO, codec.NOT_FOUND)
-        clock.advance(NEGATIVE_TTL - 0.01)
-        assert cache.get(MOBILE_NO) == (codec.NOT_FOUND, True)
-        clock.advance(self.past(NEGATIVE_TTL) - (NEGATIVE_TTL - 0.01))
-        assert cache.get(MOBILE_NO) is None
-
-    def test_negative_is_never_stale(self, cache, clock):
-        """An expired NOT_FOUND is not kept as a stale answer (it is no answer)."""
-        cache.set(MOBILE_NO, codec.NOT_FOUND)
-        clock.advance(self.past(NEGATIVE_TTL))
-        assert cache.get(MOBILE_NO) is None
-
-    def test_set_replaces_and_restarts_ttl(self, cache, clock):
-        """Storing again replaces the answer and makes it fresh for a whole TTL."""
-        cache.set(MOBILE_NO, PORTED)
-        clock.advance(self.past(TTL))
-        cache.set(MOBILE_NO, PLAIN)
-        clock.advance(TTL - 0.01)
-        assert cache.get(MOBILE_NO) == (PLAIN, True)
-
-    def test_answer_replaces_negative(self, cache):
-        """A real answer overwrites a cached NOT_FOUND."""
-        cache.set(MOBILE_NO, codec.NOT_FOUND)
-        cache.set(MOBILE_NO, PORTED)
-        assert cache.get(MOBILE_NO) == (PORTED, True)
-
-    def test_delete(self, cache):
-        """delete() forgets one number and leaves the others."""
-        cache.set(MOBILE_NO, PORTED)
-        cache.set(TELECOM_NO, PLAIN)
-        cache.delete(MOBILE_NO)
-        assert cache.get(MOBILE_NO) is None
-        assert cache.get(TELECOM_NO) == (PLAIN, True)
-
-    def test_delete_missing_is_a_no_op(self, cache):
-        """Deleting a number never stored does not raise."""
-        cache.delete(MOBILE_NO)
-        assert cache.get(MOBILE_NO) is None
-
-    # -- through a Router ------------------------------------------------------
-
-    def router(self, cache: Any, clock: FakeClock, client: FakeClient) -> Router:
-        """Return a router over ``cache`` with one gateway per operator."""
-        return Router(client, gateways(), cache=cache, clock=clock)
-
-    def test_router_hits_the_backend(self, cache, clock):
-        """The second route() of a number is answered by the backend, not the upstream."""
-        client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
-        router = self.router(cache, clock, client)
-        assert router.route(MOBILE_NO).source == "upstream"
-        hit = router.route(MOBILE_NO)
-        assert (hit.source, hit.carrier) == ("cache", Carrier.TELECOM)
-        assert client.calls == [MOBILE_NO]
-
-    def test_router_serves_stale_when_upstream_fails(self, cache, clock):
-        """An expired answer is served as "stale" when the upstream fails, and only then."""
-        client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
-        router = self.router(cache, clock, client)
-        router.route(MOBILE_NO)
-        clock.advance(self.past(TTL))
-        client.script.append(api_error(-8))
-        stale = router.route(MOBILE_NO)
-        assert (stale.source, stale.carrier) == ("stale", Carrier.TELECOM)
-        assert router.route(MOBILE_NO).source == "upstream"
-
-    def test_router_never_caches_errors(self, cache, clock):
-        """A failed lookup stores nothing: the next route() asks the upstream again."""
-        client = FakeClient(script=[api_error(-8)])
-        router = self.router(cache, clock, client)
-        assert router.route(MOBILE_NO).source == "fallback"
-        assert cache.get(MOBILE_NO) is None
-        assert router.route(MOBILE_NO).source == "upstream"
-        assert len(client.calls) == 2
-
-    def test_router_caches_not_found_briefly(self, cache, clock):
-        """NumberNotFound is cached for negative_ttl: no second paid query until it ends."""
-        client = FakeClient(script=[api_error(-4)])
-        router = self.router(cache, clock, client)
-        assert router.route(MOBILE_NO).source == "fallback"
-        assert router.route(MOBILE_NO).reason == "number not found (cached)"
-        assert len(client.calls) == 1
-        clock.advance(self.past(NEGATIVE_TTL))
-        assert router.route(MOBILE_NO).source == "upstream"
-        assert len(client.calls) == 2
-
-
-class TestMemoryCache(CacheContract):
-    """The contract on the default in-process backend."""
-
-    def make_cache(self, clock: FakeClock, **policy: float) -> CacheBackend:
-        """Return a MemoryCache on ``clock``."""
-        return MemoryCache(timer=clock, **policy)
-
-
-# -- MemoryCache only ------------------------------------------------------------
 
 
 def numbers(n: int, start: int = 0) -> list[str]:
@@ -389,3 +192,14 @@ def test_memory_per_number_at_100k():
         tracemalloc.stop()
     assert len(cache) == 100_000
     assert (after - before) / 100_000 <= 200
+
+
+def test_set_with_a_ttl_of_its_own():
+    """set(..., ttl=) keeps that one entry fresh for ``ttl`` instead of the policy's TTL."""
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock, ttl=10.0, stale_ttl=0.0)
+    cache.set(MOBILE_NO, PORTED, ttl=100.0)
+    cache.set("13900000002", PLAIN)
+    clock.advance(50.0)
+    assert cache.get(MOBILE_NO) == (PORTED, True)
+    assert cache.get("13900000002") is None

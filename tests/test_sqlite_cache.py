@@ -1,4 +1,4 @@
-"""Tests for SqliteCache: the cache contract, persistence, threads and processes on one file."""
+"""Tests for SqliteCache: persistence, near tier, failures, purges, threads and processes."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import sqlite3
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _fakes import MOBILE_NO, TELECOM_NO
-from test_cache import NEGATIVE_TTL, PLAIN, PORTED, STALE_TTL, TTL, CacheContract
+from _fakes import MOBILE_NO, TELECOM_NO, FakeClient, gateways, info
+from test_cache_contract import NEGATIVE_TTL, PLAIN, PORTED, STALE_TTL, TTL
 
 from smsroute import codec
 from smsroute.carrier import Carrier
@@ -24,38 +23,15 @@ from smsroute.models import CarrierInfo
 from smsroute.routing import Router
 from smsroute.sqlite_cache import SqliteCache, default_cache_path
 from smsroute.testing import FakeCarrierServer, FakeClock
-from smsroute.types import CacheBackend
 
 GATEWAYS: dict[Carrier | str, str] = {c: c.name.lower() for c in Carrier}
 POLICY = {"ttl": TTL, "negative_ttl": NEGATIVE_TTL, "stale_ttl": STALE_TTL}
+DAY = 86400.0
 
 
-class TestSqliteCacheContract(CacheContract):
-    """The CacheBackend contract on SqliteCache."""
-
-    @pytest.fixture(autouse=True)
-    def _files(self, tmp_path: Path) -> Any:
-        """Give make_cache a directory, and close what it made."""
-        self.dir = tmp_path
-        self.made: list[SqliteCache] = []
-        yield
-        for cache in self.made:
-            cache.close()
-
-    def make_cache(self, clock: FakeClock, **policy: float) -> CacheBackend:
-        """Return a SqliteCache on a new file in the test's directory."""
-        cache = SqliteCache(self.dir / f"{uuid.uuid4().hex}.sqlite3", clock=clock, **policy)
-        self.made.append(cache)
-        return cache
-
-    # Overrides the contract's version, which also stores made-up codes: the
-    # file keeps the portable text of codec.dumps, so it can hold only codes of
-    # real answers (operators 0-4, an area this process has seen).
-    @pytest.mark.parametrize("answer", [0, PORTED, PLAIN, codec.NOT_FOUND])
-    def test_values_round_trip(self, cache, answer):
-        """Every answer code a lookup can produce is stored exactly."""
-        cache.set(MOBILE_NO, answer)
-        assert cache.get(MOBILE_NO) == (answer, True)
+def opened(path: Path, clock: FakeClock, **kwargs: Any) -> SqliteCache:
+    """Return a SqliteCache whose wall and monotonic clocks are both ``clock`` (time passing)."""
+    return SqliteCache(path, clock=clock, monotonic=clock, **kwargs)
 
 
 @pytest.fixture
@@ -67,10 +43,10 @@ def path(tmp_path: Path) -> Path:
 def test_persists_across_reopen(path):
     """A second SqliteCache on the same file sees the answers, fresh or stale as before."""
     clock = FakeClock()
-    with SqliteCache(path, clock=clock, **POLICY) as first:
+    with opened(path, clock, **POLICY) as first:
         first.set(MOBILE_NO, PORTED)
         first.set(TELECOM_NO, codec.NOT_FOUND)
-    with SqliteCache(path, clock=clock, **POLICY) as second:
+    with opened(path, clock, **POLICY) as second:
         assert second.get(MOBILE_NO) == (PORTED, True)
         assert second.get(TELECOM_NO) == (codec.NOT_FOUND, True)
         clock.advance(TTL + 2)
@@ -95,7 +71,7 @@ def test_file_is_wal_with_the_documented_table(path):
 def test_expired_rows_are_purged(path):
     """Rows past their stale window go on open and on a periodic purge; live ones stay."""
     clock = FakeClock()
-    with SqliteCache(path, clock=clock, purge_interval=500, **POLICY) as cache:
+    with opened(path, clock, purge_interval=500, **POLICY) as cache:
         cache.set(MOBILE_NO, PORTED)
         cache.set(TELECOM_NO, codec.NOT_FOUND)
         clock.advance(NEGATIVE_TTL + 2)
@@ -105,21 +81,24 @@ def test_expired_rows_are_purged(path):
         cache.set("13900000009", PLAIN)  # a write past purge_interval purges
         assert len(cache) == 1
         assert cache.stats()["purged"] == 2
-    with SqliteCache(path, clock=clock, **POLICY) as reopened:
+    with opened(path, clock, **POLICY) as reopened:
         clock.advance(TTL + STALE_TTL + 2)
         assert reopened.purge() == 1
         assert len(reopened) == 0
 
 
 def test_purge_on_open(path):
-    """Opening the file drops rows that expired while nothing had it open."""
+    """Opening the file drops the rows that had expired by the newest write to it."""
     clock = FakeClock()
-    with SqliteCache(path, clock=clock, **POLICY) as cache:
+    with opened(path, clock, **POLICY) as cache:
         cache.set(MOBILE_NO, PORTED)
     clock.advance(TTL + STALE_TTL + 2)
-    with SqliteCache(path, clock=clock, **POLICY) as cache:
-        assert len(cache) == 0
+    with opened(path, clock, **POLICY) as cache:
+        cache.set(TELECOM_NO, PLAIN)  # this write shows the time really passed
+    with opened(path, clock, **POLICY) as cache:
+        assert len(cache) == 1
         assert cache.stats()["purged"] == 1
+        assert cache.get(TELECOM_NO) == (PLAIN, True)
 
 
 def test_many_threads_share_one_cache(path):
@@ -197,35 +176,133 @@ def test_two_processes_write_one_file(path):
 
 
 def test_locked_file_does_not_fail_a_send(path, caplog):
-    """While another process holds the write lock, set() gives up after write_timeout, quietly.
+    """While another connection holds the write lock, set() gives up after write_timeout, quietly.
 
     busy_timeout (1 s by default) is for opening and purging only: a send
-    waits at most write_timeout (0.05 s) for the file.
+    waits at most write_timeout (0.05 s) for the file. What the file did not
+    take is served from the near tier; the failures are counted and logged
+    once.
     """
     cache = SqliteCache(path)
     cache.set(MOBILE_NO, PORTED)
     other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN EXCLUSIVE")
     try:
         with caplog.at_level(logging.WARNING, logger="smsroute"):
             for write in (
                 lambda: cache.set(MOBILE_NO, PLAIN),
                 lambda: cache.set(TELECOM_NO, PLAIN),
-                lambda: cache.delete(MOBILE_NO),
+                lambda: cache.delete("13900000009"),
             ):
                 started = time.monotonic()
                 write()
                 assert time.monotonic() - started < 0.5  # not busy_timeout's 1 s
-            assert cache.get(MOBILE_NO) == (PORTED, True)  # WAL: readers are not blocked
+            assert cache.get(MOBILE_NO) == (PLAIN, True)  # held in the near tier
+            assert cache.get(TELECOM_NO) == (PLAIN, True)
+            assert not cache.available
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert cache.errors == 3
+    assert cache.stats()["errors"] == 3
     warnings = [r for r in caplog.records if "cache.sqlite.error" in r.getMessage()]
     assert len(warnings) == 1
     cache.set(MOBILE_NO, PLAIN)
+    assert cache.available
+    cache.clear_near()
     assert cache.get(MOBILE_NO) == (PLAIN, True)
     cache.close()
+
+
+@pytest.mark.parametrize("trouble", ["locked", "full"])
+def test_a_failing_file_pays_once_per_number(path, trouble):
+    """One number sent once a minute for 50 minutes while the file is locked (or full) pays once.
+
+    Reads still work (WAL), so without the near tier holding the answer the
+    file said "miss" and every send paid again: 50 queries for 50 sends.
+    """
+    clock = FakeClock()
+    cache = opened(path, clock)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        if trouble == "locked":
+            other.execute("BEGIN EXCLUSIVE")
+        else:
+            # A full disk, as SQLite reports it: no page beyond the file's
+            # size. Keys ascending, so the last leaf is the full one, and the
+            # number routed below (a larger key) lands there too.
+            for i in range(3000):
+                cache.set(f"1380000{i:04d}", PLAIN)
+            pages = cache._db.execute("PRAGMA page_count").fetchone()[0]
+            cache._db.execute(f"PRAGMA max_page_count = {pages}")
+            for i in range(3000, 9000):
+                cache.set(f"1380000{i:04d}", PLAIN)
+                if cache.errors:
+                    break
+            assert cache.errors == 1  # the file is full now
+        client = FakeClient({MOBILE_NO: info(MOBILE_NO, "电信")})
+        router = Router(client, gateways(), cache=cache, clock=clock)
+        errors_before = cache.errors
+        decisions = []
+        for _ in range(50):
+            decisions.append(router.route(MOBILE_NO))
+            clock.advance(60)  # each send past the near tier's own 60 s
+    finally:
+        if trouble == "locked":
+            other.execute("ROLLBACK")
+        other.close()
+        cache.close()
+    assert len(client.calls) == 1
+    assert {d.carrier for d in decisions} == {Carrier.TELECOM}
+    assert cache.errors == errors_before + 1  # the one set that failed: counted, not swallowed
+
+
+def test_router_hot_path_runs_no_query(path):
+    """Routing a number again and again reads the near tier: no statement on the file."""
+    with SqliteCache(path) as cache:
+        client = FakeClient()
+        router = Router(client, gateways(), cache=cache)
+        assert router.route(MOBILE_NO).source == "upstream"
+        statements: list[str] = []
+        for conn in {id(c): c for c in (cache._db, cache._rdb) if c}.values():
+            conn.set_trace_callback(statements.append)
+        for _ in range(50):
+            assert router.route(MOBILE_NO).source == "cache"
+        assert statements == []
+        assert len(client.calls) == 1
+
+
+def test_a_clock_jump_at_start_up_purges_nothing(path):
+    """Opened 40 days ahead of its last write, the file keeps every answer, fresh once fixed."""
+    start = 1_767_225_000.0
+    with opened(path, FakeClock(start)) as cache:
+        for i in range(100):
+            cache.set(f"1390000{i:04d}", PORTED)
+    with opened(path, FakeClock(start + 40 * DAY)) as jumped:
+        assert jumped.stats()["purged"] == 0
+        assert len(jumped) == 100
+        assert jumped.purge() == 0
+        assert jumped.get("13900000001") is None  # past the stale window by this clock
+    with opened(path, FakeClock(start + 3600)) as fixed:
+        assert len(fixed) == 100
+        assert fixed.get("13900000001") == (PORTED, True)
+        assert fixed.get("13900000099") == (PORTED, True)
+
+
+def test_a_clock_jump_while_running_purges_nothing(path):
+    """A wall clock that jumps 40 days while the monotonic clock does not purges nothing."""
+    wall, mono = FakeClock(1_767_225_000.0), FakeClock()
+    with SqliteCache(path, clock=wall, monotonic=mono, purge_interval=60) as cache:
+        for i in range(100):
+            cache.set(f"1390000{i:04d}", PORTED)
+        wall.advance(40 * DAY)
+        assert cache.purge() == 0
+        mono.advance(61)  # past purge_interval: a set sweeps
+        cache.set("13800000000", PLAIN)
+        assert cache.stats()["purged"] == 0
+        mono.advance(40 * DAY)  # now the time has really passed
+        assert cache.purge() == 100
+        assert len(cache) == 1
 
 
 def test_a_read_does_not_queue_behind_a_blocked_write(path):
@@ -252,7 +329,7 @@ def test_a_read_does_not_queue_behind_a_blocked_write(path):
 def test_a_set_purges_one_window_at_a_time(path):
     """Past purge_interval each set() purges at most purge_batch rows, until the sweep is done."""
     clock = FakeClock()
-    with SqliteCache(path, clock=clock, purge_interval=500, purge_batch=10, **POLICY) as cache:
+    with opened(path, clock, purge_interval=500, purge_batch=10, **POLICY) as cache:
         for i in range(100):
             cache.set(f"1390000{i:04d}", PORTED)
         clock.advance(TTL + STALE_TTL + 2)  # all 100 past their stale window
@@ -272,13 +349,14 @@ def test_a_set_purges_one_window_at_a_time(path):
 def test_purge_on_open_in_windows(path):
     """Opening the file sweeps it whole, window by window, and counts what is left."""
     clock = FakeClock()
-    with SqliteCache(path, clock=clock, **POLICY) as cache:
+    with opened(path, clock, **POLICY) as cache:
         for i in range(40):
             cache.set(f"1390000{i:04d}", PORTED if i % 2 else codec.NOT_FOUND)
-    clock.advance(NEGATIVE_TTL + 2)  # the 20 negatives are gone, the answers fresh
-    with SqliteCache(path, clock=clock, purge_batch=3, **POLICY) as cache:
+        clock.advance(NEGATIVE_TTL + 2)  # the 20 negatives are gone, the answers fresh
+        cache.set("13900009999", PLAIN)
+    with opened(path, clock, purge_batch=3, **POLICY) as cache:
         assert cache.stats()["purged"] == 20
-        assert len(cache) == 20
+        assert len(cache) == 21
         assert cache.get("13900000001") == (PORTED, True)
 
 
@@ -329,13 +407,17 @@ def test_purge_batch_must_be_positive(path):
 
 
 def test_corrupt_row_reads_as_a_miss(path):
-    """A row whose answer is not ours reads as None."""
+    """A row whose answer is not ours reads as None and is counted, never raised."""
     with SqliteCache(path) as cache:
         cache.set(MOBILE_NO, PORTED)
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("UPDATE answers SET answer = 'junk'")
         db.close()
+        assert cache.get(MOBILE_NO) == (PORTED, True)  # the near tier's copy
+        cache.clear_near()
         assert cache.get(MOBILE_NO) is None
+        assert cache.stats()["corrupt"] == 1
+        assert cache.errors == 0
 
 
 def test_closed_cache_answers_none(path):
