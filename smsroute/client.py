@@ -247,7 +247,7 @@ class CarrierClient:
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
-        billed: bool | None = None
+        billed: dict[str, bool] = {}
         try:
             timeout: Timeout | urllib3.Timeout = self.timeout
             budget = self._attempt_budget
@@ -267,7 +267,8 @@ class CarrierClient:
         except LookupFailed as exc:
             error = type(exc).__name__
             code = getattr(exc, "code", None)
-            billed = getattr(exc, "maybe_billed", None)
+            if vendor.maybe_billed(exc):
+                billed["maybe_billed"] = True
             raise
         finally:
             _log.debug(
@@ -276,9 +277,9 @@ class CarrierClient:
                 mobile=masked or None,
                 code=code,
                 error=error,
-                maybe_billed=billed,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 attempt=attempt,
+                **billed,
             )
 
     def _template(self, endpoint: str) -> requests.PreparedRequest:

@@ -51,6 +51,7 @@ __all__ = ["WATCHDOG", "DeadlineAdapter", "Guard", "Resolver", "Watchdog", "curr
 AddrInfo: TypeAlias = tuple[Any, ...]
 
 _state = threading.local()
+_COMPACT_EVERY = 4096  # arms between sweeps of disarmed guards out of the heap
 
 
 def current_guard() -> Guard | None:
@@ -177,7 +178,14 @@ class Watchdog:
         """Return a guard that fires in ``seconds``; use it as a context manager."""
         guard = Guard(time.monotonic() + seconds, resolver)
         with self._cond:
-            heapq.heappush(self._heap, (guard.deadline, next(self._seq), guard))
+            heap = self._heap
+            seq = next(self._seq)
+            if seq % _COMPACT_EVERY == 0 and len(heap) > _COMPACT_EVERY:
+                # Disarmed guards wait in the heap for their deadline: under a
+                # high rate of long deadlines, drop them in one pass instead.
+                heap[:] = [entry for entry in heap if not entry[2].done]
+                heapq.heapify(heap)
+            heapq.heappush(heap, (guard.deadline, seq, guard))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="smsroute-watchdog", daemon=True

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
+import _rawserver
 import pytest
 import responses
+from _rawserver import body_of, response
 from tenacity import before_sleep_log
 
 import smsroute
@@ -440,3 +442,68 @@ def test_huge_body_from_a_real_server_is_refused_unread():
                 client.lookup("13972565391")
             # The connection was dropped; the next call still works.
             assert client.lookup("13800138000").current is not None
+
+
+# -- byte-level faults: every logger requests and urllib3 use ---------------------
+
+
+def _faults(key: str) -> dict[str, bytes | Any]:
+    """Return raw answers and scripts that each make a library log or raise something."""
+    echo = f"apikey={key} mobile={NUMBER} {key} {NUMBER}".encode()
+    body = body_of()
+    return {
+        # urllib3.connection warns "Failed to parse headers (url=...)" with the
+        # full URL (GET: apikey and number) and the vendor's header bytes.
+        "header without colon": b"HTTP/1.1 200 OK\r\nX: 1\r\nBad " + echo + b"\r\n\r\n" + body,
+        "folded first header": b"HTTP/1.1 200 OK\r\n  " + echo + b"\r\n\r\n" + body,
+        "echoing header": response(body, extra=b"X-Echo: " + echo + b"\r\n"),
+        "bad status line": b"HTTP/1.1 2x0 " + echo + b"\r\n\r\n",
+        "bad chunk length": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz" + echo,
+        "bad json": response(b"error: " + echo),
+        "echoing 500": response(echo, status="500 Internal Server Error"),
+        "echoing reason": response(
+            body_of({"code": -1, "reason": "\x1b[2J\x07" + echo.decode() + "\x1b]0;x\x07"})
+        ),
+        "drip": lambda c: c.drip(response(body), 0.05),
+        "reset": _rawserver.Conn.reset,
+    }
+
+
+FAULT_NAMES = list(_faults(KEY_HEX))
+
+
+@pytest.mark.parametrize("key", [KEY_SPECIAL, KEY_HEX], ids=["special", "hex"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("fault", FAULT_NAMES)
+def test_no_logger_shows_the_apikey_or_the_number(logs, key, method, fault):
+    """Root captured at DEBUG: no record of any library, nor any exception, holds key or number."""
+    script = _faults(key)[fault]
+    if isinstance(script, bytes):
+        script = (lambda raw: lambda c: c.send(raw))(script)
+    texts: list[str] = []
+    with (
+        _rawserver.serving(script) as server,
+        CarrierClient(
+            key,
+            base_url=server.url,
+            method=method,
+            retry=smsroute.default_retrying(attempts=2, sleep=lambda _s: None),
+        ) as client,
+    ):
+        for call in (
+            lambda: client.lookup(NUMBER, timeout=0.3),
+            lambda: client.balance(timeout=0.3),
+        ):
+            try:
+                call()
+            except SmsRouteError as exc:
+                texts += exception_texts(exc)
+        decision = Router(client, {"移动": "m"}, default="d", deadline=0.3).route(NUMBER)
+        texts += [str(decision.reason), repr(decision)]
+    assert server.requests, "the fault server was never asked"
+    assert logs.lines, "nothing was logged: the capture is not working"
+    assert_clean(texts + logs.lines, key)
+    for text in texts + logs.lines:
+        assert NUMBER not in text, f"the full number leaked in: {text[:300]!r}"
+        assert "\x1b" not in text, f"ESC in: {text!r}"
+        assert "\x07" not in text, f"BEL in: {text!r}"

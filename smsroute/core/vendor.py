@@ -120,11 +120,11 @@ def balance_form(apikey: str) -> dict[str, str]:
 
 def redact(text: str, secret: str | None = None) -> str:
     """Return text with ``apikey=...`` values (and the secret) and mobile numbers masked."""
-    text = _APIKEY_RE.sub(r"\1***", text)
-    text = mask_numbers(text)
+    # The secret first: `apikey=` values end at "&", which a key may contain.
     if secret:
         text = text.replace(secret, "***")
-    return text
+    text = _APIKEY_RE.sub(r"\1***", text)
+    return mask_numbers(text)
 
 
 def safe_text(text: str, secret: str | None = None, *, limit: int = REASON_LIMIT) -> str:
