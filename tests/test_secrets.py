@@ -10,12 +10,14 @@ server with a certificate signed by a CA made at test time (openssl CLI).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -414,6 +416,78 @@ def test_router_falls_back_when_tls_is_refused(https_server):
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])
+class _DripProxy:
+    """A loopback TCP proxy that passes the server's bytes on one at a time, 20 ms apart."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.stopping = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            server = socket.create_connection(self.upstream, timeout=5)
+            self.socks += [client, server]
+            for src, dst, drip in ((client, server, False), (server, client, True)):
+                t = threading.Thread(target=self._pump, args=(src, dst, drip), daemon=True)
+                self.threads.append(t)
+                t.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, drip: bool) -> None:
+        src.settimeout(0.05)
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set():
+                try:
+                    data = src.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                for i in range(0, len(data), 1 if drip else len(data)):
+                    dst.sendall(data[i : i + 1] if drip else data)
+                    if drip and self.stopping.wait(0.02):
+                        return
+
+    def close(self) -> None:
+        """Stop pumping and wait for the threads."""
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        for sock in self.socks:
+            sock.close()
+        self.listener.close()
+
+
+def test_a_dripping_tls_handshake_keeps_the_deadline(https_server, pki):
+    """A TLS handshake sent a byte at a time ends at the deadline, like a dripping body.
+
+    CPython bounds a handshake by the socket's timeout as a whole; this keeps
+    the client's own connect path (DNS inside the budget) and the watchdog so.
+    """
+    server = https_server("ip")
+    proxy = _DripProxy(("127.0.0.1", server.server_address[1]))
+    try:
+        with CarrierClient(
+            KEY_HEX, base_url=f"https://127.0.0.1:{proxy.port}", verify=str(pki["ca"])
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(TransportError, match="timed out"):
+                client.lookup(NUMBER, timeout=0.4)
+            assert time.monotonic() - started < 0.4 + 0.35
+    finally:
+        proxy.close()
+    assert server.simulator.requests == []  # cut before the request went out
+
+
 def test_apikey_not_in_traceback_locals(method):
     """A traceback that captures local variables (as Sentry does) shows no apikey."""
     with FakeCarrierServer(apikey=KEY_HEX) as server:
