@@ -75,7 +75,7 @@ class CarrierClient:
     written has ``maybe_billed`` True (and ``timed_out`` when the deadline
     was the cause): the vendor may have charged for it (see
     :mod:`smsroute.core.vendor`). Retried: connect and DNS errors, HTTP 5xx,
-    code -8, and a connection dropped before any byte of an answer (the
+    code -8, and a connection dropped before the answer's headers came (the
     usual stale keep-alive race). Not retried: a timeout after the request
     was written (unless ``retry_timeouts=True``: each retry may be billed),
     an answer whose body broke off, and a charged code-0 answer that cannot
@@ -358,8 +358,9 @@ class CarrierClient:
         if endpoint != vendor.CARRIER or not sent:
             return mark(exc, maybe_billed=False, timed_out=timed_out)
         # A timeout after sending is not bought again by default, nor is an
-        # answer that began to arrive; a connection dropped before any byte
-        # of an answer is the stale keep-alive race, and is retried.
+        # answer whose headers came; a connection dropped before them is most
+        # often the stale keep-alive race (the vendor closed it idle as we
+        # wrote), and is retried.
         retryable = self.retry_timeouts if timed_out else not answered
         return mark(exc, maybe_billed=True, timed_out=timed_out, retryable=retryable)
 
