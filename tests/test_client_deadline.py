@@ -326,3 +326,16 @@ def test_read_timeout_from_a_mocked_transport_is_maybe_billed():
             c.lookup(NUMBER)
         assert len(rsps.calls) == 1
     assert caught.value.maybe_billed is True
+
+
+def test_the_deadline_holds_through_a_proxy():
+    """Through an HTTP proxy that drips, the proxy's connection is cut at the deadline too."""
+    with serving(drip_body) as proxy:
+        with pytest.warns(UserWarning, match="plain http"):
+            client = client_for("http://vendor.test", proxies={"http": proxy.url})
+        with client:
+            started = time.monotonic()
+            with pytest.raises(TransportError):
+                client.lookup(NUMBER, timeout=T)
+            assert time.monotonic() - started < T + SLACK
+        assert proxy.paths == ["http://vendor.test/carrier"]  # it was asked as a proxy
