@@ -415,7 +415,6 @@ def test_router_falls_back_when_tls_is_refused(https_server):
     assert "TransportError" in (decision.reason or "")
 
 
-@pytest.mark.parametrize("method", ["POST", "GET"])
 class _DripProxy:
     """A loopback TCP proxy that passes the server's bytes on one at a time, 20 ms apart."""
 
@@ -488,6 +487,7 @@ def test_a_dripping_tls_handshake_keeps_the_deadline(https_server, pki):
     assert server.simulator.requests == []  # cut before the request went out
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
 def test_apikey_not_in_traceback_locals(method):
     """A traceback that captures local variables (as Sentry does) shows no apikey."""
     with FakeCarrierServer(apikey=KEY_HEX) as server:
