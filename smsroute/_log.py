@@ -5,6 +5,10 @@ every event, debug included, to stdout; binding to the stdlib logger instead
 lets the host program's logging configuration decide what is shown, and keeps
 smsroute silent in a host that configured nothing (stdlib's last-resort
 handler shows warnings and above only).
+
+What requests and urllib3 log is not ours to silence, but it carries request
+URLs (for GET: the apikey and the full number) and the vendor's header
+bytes: :func:`install_redaction` masks both in every logger they write to.
 """
 
 from __future__ import annotations

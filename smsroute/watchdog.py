@@ -161,9 +161,10 @@ def _shutdown(sock: socket.socket) -> None:
 class Watchdog:
     """One daemon thread that fires guards at their deadlines; arming is a heap push.
 
-    Disarmed guards stay in the heap until they reach its top (no search on
-    the hot path); the thread wakes only for the earliest live deadline.
-    Thread-safe; restarts its thread lazily, after a fork too.
+    Disarmed guards stay in the heap until they reach its top or a sweep
+    (every few thousand arms) drops them: no search on the hot path. The
+    thread wakes only for the earliest live deadline. Thread-safe; starts
+    its thread lazily, after a fork too.
     """
 
     def __init__(self) -> None:
