@@ -1,8 +1,10 @@
 """CarrierClient: the vendor's ``/carrier`` and ``/balance`` over one keep-alive session.
 
 Foreign exceptions (requests, json) are translated to the smsroute tree at
-one boundary, :meth:`CarrierClient._call`. The apikey travels only in the
-request itself: never in a log line, an exception message or a repr.
+one boundary, :meth:`CarrierClient._request`. The apikey travels only in the
+request itself: never in a log line, an exception message or a repr. Each
+attempt runs under a :mod:`smsroute.watchdog` guard, so that its deadline
+holds whatever the vendor or the resolver do.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from smsroute._log import get_logger, install_urllib3_redaction
+from smsroute._log import get_logger, install_redaction
 from smsroute._version import __version__
 from smsroute.core import vendor
-from smsroute.core.vendor import MAX_BODY, redact
+from smsroute.core.vendor import MAX_BODY, mark, safe_text
 from smsroute.errors import ConfigurationError, LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.netaddr import is_loopback
 from smsroute.numbers import mask, normalize
 from smsroute.resilience import default_retrying, is_retryable
+from smsroute.watchdog import WATCHDOG, DeadlineAdapter, Resolver
 
 __all__ = ["DEFAULT_BASE_URL", "MAX_BODY", "CarrierClient"]
 
@@ -47,6 +50,9 @@ _log = get_logger()
 
 Timeout = float | tuple[float, float]
 _T = TypeVar("_T")
+# What the transport raises: requests' tree, plus what urllib3 or the socket
+# might let through when the watchdog cuts a read in an odd place.
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class CarrierClient:
@@ -55,6 +61,26 @@ class CarrierClient:
     One ``requests.Session`` per client (keep-alive); POST form-encoded by
     default, GET on request. Retries (tenacity) only on ServiceError and
     TransportError, bounded by attempts and a total time budget.
+
+    Deadline: ``lookup(number, timeout=t)`` returns or raises within ``t``
+    (plus scheduling), retries included, whatever the vendor sends and
+    however slow DNS is; without ``timeout`` each attempt is bounded by
+    connect + read of ``timeout=`` given here. An answer complete only after
+    the deadline is a timeout. This holds for the session the client builds;
+    a ``session`` passed in keeps it only if its adapters are
+    :class:`smsroute.watchdog.DeadlineAdapter` (otherwise a late answer is
+    still refused, but the call may run past the deadline).
+
+    Billing: a ``/carrier`` TransportError raised after the request was
+    written has ``maybe_billed`` True (and ``timed_out`` when the deadline
+    was the cause): the vendor may have charged for it (see
+    :mod:`smsroute.core.vendor`). Retried: connect and DNS errors, HTTP 5xx,
+    code -8, and a connection dropped before the answer's headers came (the
+    usual stale keep-alive race). Not retried: a timeout after the request
+    was written (unless ``retry_timeouts=True``: each retry may be billed),
+    an answer whose body broke off, and a charged code-0 answer that cannot
+    be used (``unusable`` names the field). ``/balance`` is free: its
+    timeouts are retried.
     """
 
     def __init__(
@@ -70,6 +96,7 @@ class CarrierClient:
         proxies: Mapping[str, str] | None = None,
         pool_maxsize: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        retry_timeouts: bool = False,
     ) -> None:
         if not isinstance(apikey, str) or not apikey.strip():
             raise ConfigurationError("apikey is empty: pass the key the vendor issued")
@@ -83,6 +110,10 @@ class CarrierClient:
         self.base_url = base_url.rstrip("/")
         self.method = method
         self.timeout = timeout
+        self.retry_timeouts = retry_timeouts
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self._attempt_budget = connect + read
+        self._resolver = Resolver()
         self._clock = clock
         self._urls = {
             "/carrier": self.base_url + "/carrier",
@@ -91,9 +122,8 @@ class CarrierClient:
         if session is None:
             session = requests.Session()
             # One retry layer: tenacity owns retries, urllib3 does none.
-            adapter = requests.adapters.HTTPAdapter(
-                pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0
-            )
+            # DeadlineAdapter: connections that obey the attempt's watchdog guard.
+            adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         session.headers["User-Agent"] = USER_AGENT
@@ -115,8 +145,9 @@ class CarrierClient:
         self._retrying = base.copy(retry=retry_if_exception(is_retryable) & base.retry)
         self._closed = False
         self._lock = threading.Lock()
-        if method == "GET":
-            install_urllib3_redaction()  # urllib3 logs request URLs, apikey included
+        # urllib3 logs request URLs (apikey and number included, for GET) and
+        # vendor header bytes; POST too, should the vendor echo either back.
+        install_redaction(self._apikey)
         if parts.scheme == "http" and not is_loopback(parts.hostname):
             warnings.warn(
                 f"smsroute: plain http:// to {parts.hostname}: the apikey travels in clear; "
@@ -216,14 +247,17 @@ class CarrierClient:
         started = time.perf_counter()
         code: int | None = None
         error: str | None = None
+        billed: dict[str, bool] = {}
         try:
             timeout: Timeout | urllib3.Timeout = self.timeout
+            budget = self._attempt_budget
             if deadline is not None:
                 left = deadline - self._clock()
                 if left <= 0:
                     raise TransportError(f"{endpoint}: no time left in the deadline")
                 timeout = _cap(self.timeout, left)
-            content = self._request(endpoint, params, timeout)
+                budget = min(budget, left)
+            content = self._request(endpoint, params, timeout, budget)
             # Parsed inside the attempt, so that an unreadable result is logged
             # as this attempt's error (and, for /carrier, not retried: see
             # vendor.read_carrier).
@@ -233,6 +267,8 @@ class CarrierClient:
         except LookupFailed as exc:
             error = type(exc).__name__
             code = getattr(exc, "code", None)
+            if vendor.maybe_billed(exc):
+                billed["maybe_billed"] = True
             raise
         finally:
             _log.debug(
@@ -243,6 +279,7 @@ class CarrierClient:
                 error=error,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 attempt=attempt,
+                **billed,
             )
 
     def _template(self, endpoint: str) -> requests.PreparedRequest:
@@ -253,39 +290,79 @@ class CarrierClient:
         return self._session.prepare_request(request)
 
     def _request(
-        self, endpoint: str, params: dict[str, str], timeout: Timeout | urllib3.Timeout
+        self,
+        endpoint: str,
+        params: dict[str, str],
+        timeout: Timeout | urllib3.Timeout,
+        budget: float,
     ) -> bytes:
         url = self._urls[endpoint]
-        try:
-            prepared = self._templates[endpoint].copy()
-            # The encoded form is never held in a local: tracebacks that capture
-            # locals (Sentry and the like) would show the apikey.
-            if self.method == "POST":
-                prepared.body = urlencode(params).encode("ascii")
-                prepared.headers["Content-Length"] = str(len(prepared.body))
-            else:
-                prepared.url = f"{url}?{urlencode(params)}"
-            # requests takes a urllib3 Timeout too, though its stubs do not say so.
-            resp = self._session.send(
-                prepared, timeout=cast(Any, timeout), allow_redirects=False, stream=True
-            )
-            status = resp.status_code
-            content = _read_capped(resp)
-            failure = None
-        except requests.Timeout as exc:
-            failure = f"{endpoint}: timed out ({_describe(exc, self._apikey)})"
-        except requests.RequestException as exc:
-            failure = f"{endpoint}: {_describe(exc, self._apikey)}"
+        failure: str | None = None
+        timed_out = read_timeout = answered = False
+        status = 0
+        content: bytes | None = None
+        # The watchdog shuts the attempt's sockets down once ``budget`` is
+        # spent; urllib3's own timeouts bound single socket operations only.
+        guard = WATCHDOG.arm(budget, self._resolver)
+        with guard:
+            try:
+                prepared = self._templates[endpoint].copy()
+                # The encoded form is never held in a local: tracebacks that capture
+                # locals (Sentry and the like) would show the apikey.
+                if self.method == "POST":
+                    prepared.body = urlencode(params).encode("ascii")
+                    prepared.headers["Content-Length"] = str(len(prepared.body))
+                else:
+                    prepared.url = f"{url}?{urlencode(params)}"
+                # requests takes a urllib3 Timeout too, though its stubs do not say so.
+                resp = self._session.send(
+                    prepared, timeout=cast(Any, timeout), allow_redirects=False, stream=True
+                )
+                answered = True
+                status = resp.status_code
+                if status == 200:
+                    content = _read_capped(resp)
+                elif resp.raw is not None:  # (a test double's response has no stream)
+                    resp.close()  # a 5xx page is not worth its bytes: drop the connection
+            except _TRANSPORT_ERRORS as exc:
+                # Only text and flags leave this block: the exception's message
+                # carries the URL, apikey included for GET.
+                read_timeout = _is_read_timeout(exc)
+                timed_out = read_timeout or isinstance(exc, requests.Timeout)
+                failure = _describe(exc, self._apikey)
+        if answered and status != 200:
+            raise TransportError(f"{endpoint}: HTTP {status}")  # the vendor said no: not billed
+        if guard.fired or (failure is None and guard.expired()):
+            # Cut by the watchdog, or complete only after the deadline: either
+            # way a timeout, so that the breaker learns of the slow vendor.
+            timed_out = True
+            detail = f"no complete answer within {budget:.3f} s"
+            failure = f"{detail}; {failure}" if failure else detail
         if failure is not None:
-            # Raised outside the except block, so that the requests exception is
-            # not even the suppressed __context__: its message carries the URL,
-            # apikey included for GET.
-            raise TransportError(failure)
-        if status != 200:
-            raise TransportError(f"{endpoint}: HTTP {status}")
+            # Without the adapter's hooks (a session passed in, a mocked
+            # transport) a read timeout or a started answer shows it was sent.
+            sent = guard.sent if guard.hooked else answered or read_timeout
+            raise self._failure(
+                endpoint, failure, sent=sent, timed_out=timed_out, answered=answered
+            )
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return content
+
+    def _failure(
+        self, endpoint: str, text: str, *, sent: bool, timed_out: bool, answered: bool
+    ) -> TransportError:
+        """Return the TransportError of a failure, marked maybe-billed once /carrier was sent."""
+        message = f"{endpoint}: timed out ({text})" if timed_out else f"{endpoint}: {text}"
+        exc = TransportError(message)
+        if endpoint != vendor.CARRIER or not sent:
+            return mark(exc, maybe_billed=False, timed_out=timed_out)
+        # A timeout after sending is not bought again by default, nor is an
+        # answer whose headers came; a connection dropped before them is most
+        # often the stale keep-alive race (the vendor closed it idle as we
+        # wrote), and is retried.
+        retryable = self.retry_timeouts if timed_out else not answered
+        return mark(exc, maybe_billed=True, timed_out=timed_out, retryable=retryable)
 
     # -- variants -----------------------------------------------------------
 
@@ -300,6 +377,7 @@ class CarrierClient:
             "verify": self._session.verify,
             "proxies": self._session.proxies,
             "clock": self._clock,
+            "retry_timeouts": self.retry_timeouts,
         }
         kwargs.update(changes)
         return CarrierClient(**kwargs)
@@ -339,6 +417,19 @@ def _cap(timeout: Timeout, left: float) -> urllib3.Timeout:
     return urllib3.Timeout(connect=min(connect, left), read=min(read, left), total=left)
 
 
+def _is_read_timeout(exc: BaseException) -> bool:
+    # requests raises ReadTimeout while it waits for the headers, but wraps a
+    # timeout while it reads the body in a plain ConnectionError.
+    if isinstance(exc, requests.ReadTimeout):
+        return True
+    inner = exc.args[0] if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        inner, urllib3.exceptions.ReadTimeoutError
+    )
+
+
 def _describe(exc: BaseException, apikey: str) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {redact(text, apikey)}" if text else type(exc).__name__
+    # urllib3's messages quote what the vendor sent (a status line, a chunk
+    # size): the vendor's text is untrusted, like its reason.
+    text = safe_text(str(exc), apikey, limit=300)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import threading
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import smsroute
+import smsroute.core.vendor
 from smsroute import (
     Carrier,
     CarrierClient,
@@ -274,6 +277,7 @@ ODD_BODIES: dict[str, bytes] = {
     "unknown operator": good_body(Now_isp="火星移动"),
     "empty operator": good_body(Init_isp=""),
     "res 2": good_body(res="2"),
+    "formula Area": good_body(Area="=cmd|' /C calc'!A0"),
 }
 WRONG_TYPES: list[object] = [None, True, 1.5, NAN, math.inf, [], {}, [1, "2"], {"a": {}}, ""]
 # Fields the parser does not need, or may lack: these values still make an answer.
@@ -437,3 +441,79 @@ def test_odd_answers_over_loopback_are_not_cached(server, spec, match):
             assert len(cache) == 0
     finally:
         server.clear_answer(number)
+
+
+# -- untrusted vendor text ----------------------------------------------------------
+
+TERMINAL_TRICKS = "\x1b[2J\x1b[H\x07\x1b]0;pwned\x07\u202etxt.exe\r\n\x00\x7f\x9b31m"
+
+
+@pytest.mark.parametrize("code", [-1, -4, -8, 1])
+def test_vendor_reason_is_stripped_of_controls_and_capped(vendor, caplog, code):
+    """ESC, BEL, bidi overrides and 60 KB of reason never reach an exception or a log line raw."""
+    client, adapter = vendor
+    reason = TERMINAL_TRICKS + "系统错误" + "x" * 60_000
+    adapter.body = json.dumps({"code": code, "reason": reason}).encode()
+    with pytest.raises(LookupFailed) as caught:
+        client.lookup(NUMBER)
+    exc = caught.value
+    assert len(exc.reason) <= smsroute.core.vendor.REASON_LIMIT  # type: ignore[attr-defined]
+    assert "系统错误" in exc.reason  # type: ignore[attr-defined]
+    with caplog.at_level(logging.DEBUG, logger="smsroute"):
+        decision = Router(client, {}, default="gw").route(NUMBER)
+    texts = [str(exc), exc.reason, decision.reason or "", *caplog.messages]  # type: ignore[attr-defined]
+    assert any("系统错误" in t for t in caplog.messages)  # the fallback was logged
+    for text in texts:
+        assert len(text) < 1000
+        assert not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text), repr(text)
+
+
+GOOD_AREAS = [
+    "湖北-宜昌",
+    "北京-北京",
+    "广西-南宁",
+    "内蒙古-呼和浩特",
+    "北京",
+    "广西壮族自治区-南宁市",
+    "新疆-克孜勒苏柯尔克孜自治州",
+    "",
+]
+BAD_AREAS = [
+    "=cmd|' /C calc'!A0",
+    "+SUM(1+1)",
+    "@SUM(A1)",
+    "-2+3",
+    "湖北-宜昌;rm -rf",
+    "Hubei-Yichang",
+    "湖北--宜昌",
+    "-宜昌",
+    "湖北-宜昌-西陵",
+    "湖北 宜昌",
+    "<script>",
+    "湖北-\u202e昌宜",
+    "湖",
+    "湖北-宜昌\u200b",
+]
+
+
+@pytest.mark.parametrize("area", GOOD_AREAS)
+def test_place_name_areas_are_answers(vendor, area):
+    """An empty Area or a 省-市 pair of CJK place names (or a province alone) is accepted."""
+    client, adapter = vendor
+    adapter.body = good_body(Area=area)
+    assert client.lookup(NUMBER).area == area
+
+
+@pytest.mark.parametrize("area", BAD_AREAS)
+def test_other_areas_are_unusable_paid_answers(vendor, area):
+    """Any other Area is no answer: not cached, not bought again, marked unusable and billed."""
+    client, adapter = vendor
+    adapter.body = good_body(Area=area)
+    with pytest.raises(TransportError) as caught:
+        client.lookup(NUMBER)
+    assert adapter.calls == 1  # paid for once, not asked again
+    assert smsroute.core.vendor.unusable(caught.value) == "Area"
+    assert caught.value.maybe_billed is True
+    assert caught.value.retryable is False
+    assert "calc" not in str(caught.value)  # the vendor's text is not quoted back
+    assert_rejected_and_not_cached(client, adapter)

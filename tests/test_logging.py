@@ -313,3 +313,46 @@ get_logger().warning("test.incident", detail=1)  # warnings too stay with the ho
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr == ""
+
+
+def test_redaction_covers_every_library_logger():
+    """Once a client is built, every urllib3 and requests logger masks, lazily loaded ones too."""
+    CarrierClient(APIKEY, base_url="http://127.0.0.1:9").close()
+    names = [
+        name
+        for name in logging.root.manager.loggerDict
+        if name in ("urllib3", "requests") or name.startswith(("urllib3.", "requests."))
+    ]
+    assert {"urllib3.connection", "urllib3.connectionpool", "urllib3.contrib.socks"} <= set(names)
+    for name in names:
+        logger = logging.getLogger(name)
+        record = logger.makeRecord(
+            name,
+            logging.WARNING,
+            __file__,
+            1,
+            "Failed to parse headers (url=%s): %s",
+            (f"http://x/carrier?apikey={APIKEY}&mobile={NUMBER}", f"echo {APIKEY}"),
+            None,
+        )
+        assert all(f.filter(record) for f in logger.filters)
+        assert not _leaks(record.getMessage()), name
+        assert NUMBER not in record.getMessage(), name
+
+
+def test_redaction_masks_a_record_traceback():
+    """An exception logged with exc_info by a library has its text masked, not only the message."""
+    CarrierClient(APIKEY, base_url="http://127.0.0.1:9").close()
+    logger = logging.getLogger("urllib3.connection")
+    try:
+        raise ValueError(f"unparsed data: 'apikey={APIKEY} {NUMBER}'")
+    except ValueError:
+        record = logger.makeRecord(
+            logger.name, logging.WARNING, __file__, 1, "boom", (), sys.exc_info()
+        )
+    for f in logger.filters:
+        f.filter(record)
+    text = logging.Formatter().format(record)
+    assert "ValueError" in text
+    assert not _leaks(text)
+    assert NUMBER not in text

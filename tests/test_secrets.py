@@ -10,12 +10,14 @@ server with a certificate signed by a CA made at test time (openssl CLI).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
+import _rawserver
 import pytest
 import responses
+from _rawserver import body_of, response
 from tenacity import before_sleep_log
 
 import smsroute
@@ -411,6 +415,78 @@ def test_router_falls_back_when_tls_is_refused(https_server):
     assert "TransportError" in (decision.reason or "")
 
 
+class _DripProxy:
+    """A loopback TCP proxy that passes the server's bytes on one at a time, 20 ms apart."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.stopping = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            server = socket.create_connection(self.upstream, timeout=5)
+            self.socks += [client, server]
+            for src, dst, drip in ((client, server, False), (server, client, True)):
+                t = threading.Thread(target=self._pump, args=(src, dst, drip), daemon=True)
+                self.threads.append(t)
+                t.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, drip: bool) -> None:
+        src.settimeout(0.05)
+        with contextlib.suppress(OSError):
+            while not self.stopping.is_set():
+                try:
+                    data = src.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                for i in range(0, len(data), 1 if drip else len(data)):
+                    dst.sendall(data[i : i + 1] if drip else data)
+                    if drip and self.stopping.wait(0.02):
+                        return
+
+    def close(self) -> None:
+        """Stop pumping and wait for the threads."""
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        for sock in self.socks:
+            sock.close()
+        self.listener.close()
+
+
+def test_a_dripping_tls_handshake_keeps_the_deadline(https_server, pki):
+    """A TLS handshake sent a byte at a time ends at the deadline, like a dripping body.
+
+    CPython bounds a handshake by the socket's timeout as a whole; this keeps
+    the client's own connect path (DNS inside the budget) and the watchdog so.
+    """
+    server = https_server("ip")
+    proxy = _DripProxy(("127.0.0.1", server.server_address[1]))
+    try:
+        with CarrierClient(
+            KEY_HEX, base_url=f"https://127.0.0.1:{proxy.port}", verify=str(pki["ca"])
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(TransportError, match="timed out"):
+                client.lookup(NUMBER, timeout=0.4)
+            assert time.monotonic() - started < 0.4 + 0.35
+    finally:
+        proxy.close()
+    assert server.simulator.requests == []  # cut before the request went out
+
+
 @pytest.mark.parametrize("method", ["POST", "GET"])
 def test_apikey_not_in_traceback_locals(method):
     """A traceback that captures local variables (as Sentry does) shows no apikey."""
@@ -440,3 +516,68 @@ def test_huge_body_from_a_real_server_is_refused_unread():
                 client.lookup("13972565391")
             # The connection was dropped; the next call still works.
             assert client.lookup("13800138000").current is not None
+
+
+# -- byte-level faults: every logger requests and urllib3 use ---------------------
+
+
+def _faults(key: str) -> dict[str, bytes | Any]:
+    """Return raw answers and scripts that each make a library log or raise something."""
+    echo = f"apikey={key} mobile={NUMBER} {key} {NUMBER}".encode()
+    body = body_of()
+    return {
+        # urllib3.connection warns "Failed to parse headers (url=...)" with the
+        # full URL (GET: apikey and number) and the vendor's header bytes.
+        "header without colon": b"HTTP/1.1 200 OK\r\nX: 1\r\nBad " + echo + b"\r\n\r\n" + body,
+        "folded first header": b"HTTP/1.1 200 OK\r\n  " + echo + b"\r\n\r\n" + body,
+        "echoing header": response(body, extra=b"X-Echo: " + echo + b"\r\n"),
+        "bad status line": b"HTTP/1.1 2x0 " + echo + b"\r\n\r\n",
+        "bad chunk length": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz" + echo,
+        "bad json": response(b"error: " + echo),
+        "echoing 500": response(echo, status="500 Internal Server Error"),
+        "echoing reason": response(
+            body_of({"code": -1, "reason": "\x1b[2J\x07" + echo.decode() + "\x1b]0;x\x07"})
+        ),
+        "drip": lambda c: c.drip(response(body), 0.05),
+        "reset": _rawserver.Conn.reset,
+    }
+
+
+FAULT_NAMES = list(_faults(KEY_HEX))
+
+
+@pytest.mark.parametrize("key", [KEY_SPECIAL, KEY_HEX], ids=["special", "hex"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("fault", FAULT_NAMES)
+def test_no_logger_shows_the_apikey_or_the_number(logs, key, method, fault):
+    """Root captured at DEBUG: no record of any library, nor any exception, holds key or number."""
+    script = _faults(key)[fault]
+    if isinstance(script, bytes):
+        script = (lambda raw: lambda c: c.send(raw))(script)
+    texts: list[str] = []
+    with (
+        _rawserver.serving(script) as server,
+        CarrierClient(
+            key,
+            base_url=server.url,
+            method=method,
+            retry=smsroute.default_retrying(attempts=2, sleep=lambda _s: None),
+        ) as client,
+    ):
+        for call in (
+            lambda: client.lookup(NUMBER, timeout=0.3),
+            lambda: client.balance(timeout=0.3),
+        ):
+            try:
+                call()
+            except SmsRouteError as exc:
+                texts += exception_texts(exc)
+        decision = Router(client, {"移动": "m"}, default="d", deadline=0.3).route(NUMBER)
+        texts += [str(decision.reason), repr(decision)]
+    assert server.requests, "the fault server was never asked"
+    assert logs.lines, "nothing was logged: the capture is not working"
+    assert_clean(texts + logs.lines, key)
+    for text in texts + logs.lines:
+        assert NUMBER not in text, f"the full number leaked in: {text[:300]!r}"
+        assert "\x1b" not in text, f"ESC in: {text!r}"
+        assert "\x07" not in text, f"BEL in: {text!r}"

@@ -4,8 +4,19 @@ Both clients (requests and aiohttp) send what :func:`carrier_form` and
 :func:`balance_form` give and hand the body bytes to :func:`read_carrier` or
 :func:`read_balance`, which return the answer or raise the smsroute
 exception for it (``code != 0`` becomes the ApiError of that code, an
-unreadable body a TransportError). The apikey is masked out of everything
-read from the vendor before any message is built from it.
+unreadable body a TransportError). The vendor's text is untrusted: the
+apikey and numbers are masked out of everything read from it, and control
+characters stripped and length capped (:func:`safe_text`), before any
+message is built from it.
+
+What a TransportError says about billing is on the exception (set by
+:func:`mark`, read by :func:`maybe_billed` and :func:`unusable`):
+
+* ``maybe_billed``: the request went out and no answer said it was free;
+* ``timed_out``: the failure was the deadline;
+* ``unusable``: the field that makes a code-0 answer (charged) unusable,
+  e.g. ``"Area"``; such an answer is never retried, and a router should
+  remember it for the number briefly instead of buying it again.
 """
 
 from __future__ import annotations
@@ -24,23 +35,77 @@ __all__ = [
     "BALANCE",
     "CARRIER",
     "MAX_BODY",
+    "REASON_LIMIT",
     "balance_form",
     "carrier_form",
     "decode_body",
+    "mark",
+    "maybe_billed",
     "read_balance",
     "read_carrier",
     "redact",
+    "safe_text",
+    "unusable",
 ]
 
 CARRIER: Final = "/carrier"
 BALANCE: Final = "/balance"
 MAX_BODY: Final = 64 * 1024  # a real answer is ~200 bytes; anything huge is not one
+REASON_LIMIT: Final = 200
+"""Characters of the vendor's ``reason`` kept in an exception (and so in log lines)."""
 
 # The vendor's own document shows JSON with trailing commas: `"balance": "12048",    }`.
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _RES_VALUES: Final = frozenset({0, 1, 3, 4})
 _INT_TEXT: Final = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, bounded
 _APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"]+", re.IGNORECASE)
+# What must not reach a terminal or a log line from the vendor: C0 and C1
+# controls (ESC sequences rewrite the screen, BEL rings), DEL, surrogates,
+# and the invisible format characters that reorder or hide text (bidi
+# overrides and isolates, zero-width characters, BOM).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+_SPACES = re.compile(r"\s+")  # newlines, tabs, U+2028...: one line per message
+# 省-市 (or a province alone) in CJK place names: 湖北-宜昌, 内蒙古-呼和浩特,
+# 广西壮族自治区-南宁市, 新疆-克孜勒苏柯尔克孜自治州. Nothing else is an Area.
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff"
+_AREA = re.compile(f"[{_HAN}]{{2,10}}(?:-[{_HAN}]{{0,12}})?")
+
+
+def mark(
+    exc: TransportError,
+    *,
+    maybe_billed: bool,
+    timed_out: bool = False,
+    retryable: bool = True,
+    unusable: str = "",
+) -> TransportError:
+    """Return ``exc`` with what it says about billing set on it (see the module docstring)."""
+    exc.retryable = retryable
+    # errors.TransportError declares ``retryable`` only: the other facts sit
+    # on the instance, read with a default by maybe_billed() and unusable().
+    # As attributes rather than subclasses, the fallback reasons and error
+    # counts keep saying "TransportError".
+    vars(exc).update(maybe_billed=maybe_billed, timed_out=timed_out, unusable=unusable)
+    return exc
+
+
+def maybe_billed(exc: BaseException) -> bool:
+    """Return True when the lookup that raised ``exc`` may have been charged for."""
+    return getattr(exc, "maybe_billed", False) is True
+
+
+def unusable(exc: BaseException) -> str:
+    """Return the field that made a charged answer unusable ("" for any other error)."""
+    field = getattr(exc, "unusable", "")
+    return field if isinstance(field, str) else ""
+
+
+def _unusable(message: str, field: str) -> TransportError:
+    # A code-0 answer was charged for: asking again would pay again for it.
+    return mark(TransportError(message), maybe_billed=True, retryable=False, unusable=field)
 
 
 def carrier_form(apikey: str, mobile: str) -> dict[str, str]:
@@ -55,26 +120,31 @@ def balance_form(apikey: str) -> dict[str, str]:
 
 def redact(text: str, secret: str | None = None) -> str:
     """Return text with ``apikey=...`` values (and the secret) and mobile numbers masked."""
-    text = _APIKEY_RE.sub(r"\1***", text)
-    text = mask_numbers(text)
+    # The secret first: `apikey=` values end at "&", which a key may contain.
     if secret:
         text = text.replace(secret, "***")
-    return text
+    text = _APIKEY_RE.sub(r"\1***", text)
+    return mask_numbers(text)
+
+
+def safe_text(text: str, secret: str | None = None, *, limit: int = REASON_LIMIT) -> str:
+    """Return untrusted text fit for a one-line message: no controls, secrets masked, capped."""
+    # Controls go before masking, so that digits split by them are masked as
+    # the number they spell; the cap comes last, so that it cannot cut a
+    # secret into a fragment that no longer matches.
+    text = _UNSAFE.sub("", _SPACES.sub(" ", text)).strip()
+    text = redact(text, secret)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def read_carrier(content: bytes, mobile: str, apikey: str, *, masked: str = "") -> CarrierInfo:
     """Return the answer in a ``/carrier`` body, or raise the exception its code stands for.
 
-    An unreadable result of a code-0 answer raises a TransportError whose
-    ``retryable`` is False: the vendor charged for it, and asking again
-    would pay again for the same answer.
+    A code-0 answer that cannot be used raises a TransportError whose
+    ``unusable`` names the field at fault, never retried: the vendor charged
+    for it, and asking again would pay again for the same answer.
     """
-    body = _checked(content, CARRIER, apikey, masked)
-    try:
-        return _parse_carrier(body, mobile)
-    except TransportError as exc:
-        exc.retryable = False
-        raise
+    return _parse_carrier(_checked(content, CARRIER, apikey, masked), mobile)
 
 
 def read_balance(content: bytes, apikey: str) -> Balance:
@@ -88,7 +158,7 @@ def _checked(content: bytes, endpoint: str, apikey: str, masked: str) -> Mapping
     if code is None:
         raise TransportError(f"{endpoint}: answer has no integer code")
     if code != 0:
-        reason = redact(str(body.get("reason", "")), apikey)
+        reason = safe_text(str(body.get("reason", "")), apikey)
         raise error_for_code(code, reason, endpoint=endpoint, mobile=masked)
     return body
 
@@ -143,25 +213,25 @@ def _text(result: Mapping[str, Any], key: str, *, required: bool = True) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        raise TransportError(f"/carrier: field {key} is missing or not text")
+        raise _unusable(f"/carrier: field {key} is missing or not text", key)
     return value.strip()
 
 
 def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
     result = body.get("result")
     if not isinstance(result, dict):
-        raise TransportError("/carrier: answer has no result object")
+        raise _unusable("/carrier: answer has no result object", "result")
     res_text = result.get("res")
     if isinstance(res_text, bool) or not isinstance(res_text, (str, int)):
-        raise TransportError("/carrier: field res is missing")
+        raise _unusable("/carrier: field res is missing", "res")
     res = _int(res_text)
     if res is None:
-        raise TransportError(f"/carrier: field res is not a number: {str(res_text)[:20]!r}")
+        raise _unusable(f"/carrier: field res is not a number: {str(res_text)[:20]!r}", "res")
     if res not in _RES_VALUES:
-        raise TransportError(f"/carrier: unknown res {res}")
+        raise _unusable(f"/carrier: unknown res {res}", "res")
     echoed = result.get("Mobile")
     if echoed is not None and str(echoed).strip() != mobile:
-        raise TransportError("/carrier: the answer is for another number")
+        raise _unusable("/carrier: the answer is for another number", "Mobile")
     init_text = _text(result, "Init_isp")
     now_text = _text(result, "Now_isp")
     initial = Carrier.parse(init_text)
@@ -169,16 +239,17 @@ def _parse_carrier(body: Mapping[str, Any], mobile: str) -> CarrierInfo:
     # An operator we cannot name cannot be routed to: treat it as no answer,
     # so it is never cached and the fallback chain takes over.
     if initial is None:
-        raise TransportError(f"/carrier: unknown Init_isp {init_text[:20]!r}")
+        raise _unusable(f"/carrier: unknown Init_isp {init_text[:20]!r}", "Init_isp")
     if current is None:
-        raise TransportError(f"/carrier: unknown Now_isp {now_text[:20]!r}")
+        raise _unusable(f"/carrier: unknown Now_isp {now_text[:20]!r}", "Now_isp")
     area = _text(result, "Area", required=False)
     if len(area) > 64:
-        raise TransportError("/carrier: field Area is too long")
-    if not area.isprintable():
-        # Control characters or lone surrogates: the shared caches' text form
-        # (codec.dumps/loads) refuses them, so such an answer could never be kept.
-        raise TransportError("/carrier: field Area is not printable text")
+        raise _unusable("/carrier: field Area is too long", "Area")
+    if area and not _AREA.fullmatch(area):
+        # Validated as what it is, not as printable text: `=cmd|' /C calc'!A0`
+        # is printable, and would reach a spreadsheet through an export. A
+        # vendor that sends it is not to be trusted for the operator either.
+        raise _unusable("/carrier: field Area is not a 省-市 place name", "Area")
     return CarrierInfo(mobile, res, area, initial, current, result)
 
 
