@@ -110,6 +110,12 @@ class TransportError(LookupFailed):
 
     retryable: bool = True
     """False for a code-0 answer that could not be read: asking again would pay again."""
+    maybe_billed: bool = False
+    """True when the request went out before it failed: the vendor may have charged for it."""
+    timed_out: bool = False
+    """True for a timeout (the budget ran out), False for a refusal, a reset, a bad body."""
+    unusable: str = ""
+    """The field that made a charged code-0 answer unusable (``Area``, ``Now_isp``), or ""."""
 
 
 class CircuitOpen(LookupFailed):

@@ -91,7 +91,8 @@ def kind_of(fault: int | str) -> str:
     """Return how the breaker should treat a fault: hard, answered, success or outage."""
     if fault in HARD:
         return "hard"
-    if fault in ANSWERED:
+    if fault in ANSWERED or fault in PAID_UNREADABLE:
+        # A billed but unusable answer is an oddity of one number, not an outage.
         return "answered"
     if fault in SUCCESS:
         return "success"
@@ -228,9 +229,10 @@ def test_fault_matrix(h, server, fault, cache):
         assert decision.carrier is Carrier.TELECOM
         assert spent == 1
     else:
-        # The vendor not knowing the number is an answer: the original
-        # operator (segment table) is the better guess than an old port.
-        if cache == "stale" and fault != -4:
+        # The vendor not knowing the number (or a billed answer we cannot use,
+        # remembered like a -4) is an answer: the original operator (segment
+        # table) is the better guess than an old port.
+        if cache == "stale" and fault != -4 and fault not in PAID_UNREADABLE:
             assert decision.source == "stale"
             assert decision.carrier is Carrier.TELECOM  # the paid answer, though expired
         else:
@@ -354,3 +356,24 @@ def test_coalesced_followers_keep_the_deadline(h, server):
     assert all(source == "fallback" and took < BOUND for source, took in results)
     assert server.carrier_calls <= 2  # one leader (and its retry), not eight
     assert h.router.stats()["coalesced"] >= 1
+
+
+def test_an_unusable_charged_answer_is_bought_once_and_never_opens_the_breaker():
+    """A billed, unreadable answer (unknown Now_isp) is bought once; the breaker stays closed."""
+    from smsroute import CarrierClient, Router
+    from smsroute.testing import FakeCarrierServer
+
+    with FakeCarrierServer() as server:
+        client = CarrierClient(server.apikey, base_url=server.url)
+        router = Router(client, {"移动": "m", "联通": "u", "电信": "t"}, deadline=1.0)
+        numbers = [f"1390000{i:04d}" for i in range(20)]
+        for n in numbers:
+            server.set_answer(n, fault="unknown_isp")
+        for _ in range(5):
+            for n in numbers:
+                d = router.route(n)
+                assert d.source == "fallback"
+        assert server.paid == len(numbers)  # each bought once, then remembered
+        assert router.breaker.state == "closed"
+        assert router.stats()["errors"] == {"unusable": len(numbers)}
+        client.close()

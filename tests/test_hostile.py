@@ -37,7 +37,7 @@ from smsroute import (
     normalize,
 )
 from smsroute.client import MAX_BODY
-from smsroute.testing import FakeCarrierServer
+from smsroute.testing import FakeCarrierServer, FakeClock
 
 NUMBER = "13800138000"
 BASE = "https://vendor.test"
@@ -289,14 +289,25 @@ HARMLESS = {("reason", v) for v in map(repr, WRONG_TYPES)} | {
 
 
 def assert_rejected_and_not_cached(client: CarrierClient, adapter: BodyAdapter) -> None:
-    """Check the client raises TransportError only, and a router caches nothing but good answers."""
-    with pytest.raises(TransportError):
+    """Check the client raises TransportError only, and a router caches nothing but good answers.
+
+    A charged answer that cannot be used is remembered as a brief negative
+    (like a -4), so it is not bought again; it is never cached as an answer.
+    """
+    with pytest.raises(TransportError) as raised:
         client.lookup(NUMBER)
-    cache = MemoryCache()
-    router = Router(client, {}, default="gw", cache=cache)
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock)
+    router = Router(client, {}, default="gw", cache=cache, clock=clock)
     decision = router.route(NUMBER)
     assert decision.source == "fallback"
-    assert len(cache) == 0
+    hit = cache.get(NUMBER)
+    if smsroute.core.vendor.unusable(raised.value):
+        assert hit is not None
+        assert codec.is_negative(hit[0])
+        clock.advance(cache.policy.negative_ttl + 1)
+    else:
+        assert hit is None
     adapter.body = good_body()
     assert router.route(NUMBER).source == "upstream"
     assert len(cache) == 1
@@ -424,7 +435,7 @@ def test_fuzzed_balance_bodies(vendor, result):
     ],
 )
 def test_odd_answers_over_loopback_are_not_cached(server, spec, match):
-    """Per-number odd answers from the real server are TransportErrors and stay out of the cache."""
+    """Per-number odd answers are TransportErrors, cached only as a brief negative, not rebought."""
     number = "13800139999"
     server.set_answer(number, **spec)
     try:
@@ -436,9 +447,15 @@ def test_odd_answers_over_loopback_are_not_cached(server, spec, match):
             with pytest.raises(TransportError, match=match):
                 client.lookup(number)
             cache = MemoryCache()
-            decision = Router(client, {}, default="gw", cache=cache).route(number)
+            router = Router(client, {}, default="gw", cache=cache)
+            paid = server.paid
+            decision = router.route(number)
             assert decision.source == "fallback"
-            assert len(cache) == 0
+            hit = cache.get(number)
+            assert hit is not None
+            assert codec.is_negative(hit[0])  # remembered as "not found", never as an answer
+            assert router.route(number).source == "fallback"
+            assert server.paid == paid + 1  # bought once, not on every send
     finally:
         server.clear_answer(number)
 

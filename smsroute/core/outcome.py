@@ -15,6 +15,7 @@ import enum
 from typing import Final, NamedTuple
 
 from smsroute import codec
+from smsroute.core.vendor import unusable
 from smsroute.errors import (
     ApiError,
     BalanceExhausted,
@@ -72,6 +73,10 @@ def blame(exc: BaseException) -> Blame:
         return Blame.HEALTHY
     if isinstance(exc, CircuitOpen | Throttled):
         return Blame.NOTHING
+    if unusable(exc):
+        # A charged answer we cannot use (an unknown operator, a junk Area) is
+        # an oddity of one number, not an outage: it must not open the breaker.
+        return Blame.HEALTHY
     # ServiceError, TransportError, or anything else that is no answer
     # (a bare LookupFailed from a user's client): the upstream is not answering.
     return Blame.DOWN
@@ -90,6 +95,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, CircuitOpen | Throttled):
         return True
+    if unusable(exc):
+        return False  # a charged answer about this number: asking again pays again
     return (isinstance(exc, LookupFailed) and not isinstance(exc, ApiError)) or (
         isinstance(exc, ServiceError)
     )
@@ -113,6 +120,10 @@ def judge_error(exc: Exception) -> Judgement:
     if isinstance(exc, NumberNotFound):
         # A healthy upstream: the breaker's failure() closes the failure count.
         return Judgement(exc, True, True, str(exc.code))
+    if isinstance(exc, TransportError) and unusable(exc):
+        # Charged but unusable: remembered like a -4 (briefly, as a negative),
+        # so that the next send of the number does not buy it again.
+        return Judgement(exc, True, True, "unusable")
     if isinstance(exc, LookupFailed):
         return Judgement(exc, True, False, str(getattr(exc, "code", type(exc).__name__)))
     if isinstance(exc, InvalidNumber):
@@ -140,7 +151,13 @@ def usable_stale(stale: tuple[int, bool] | None, error: BaseException | None) ->
     # cache: serving the stale answer now would send the next message
     # elsewhere. A number the vendor no longer knows was likely cancelled and
     # reissued, back on its original operator, so the segment table is the guess.
-    if stale is None or isinstance(error, NumberNotFound) or codec.is_negative(stale[0]):
+    # (A charged but unusable answer replaced it the same way.)
+    if (
+        stale is None
+        or isinstance(error, NumberNotFound)
+        or (error is not None and unusable(error))
+        or codec.is_negative(stale[0])
+    ):
         return None
     return stale[0]
 

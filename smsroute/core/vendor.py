@@ -83,12 +83,12 @@ def mark(
     unusable: str = "",
 ) -> TransportError:
     """Return ``exc`` with what it says about billing set on it (see the module docstring)."""
+    # Attributes rather than subclasses, so that the fallback reasons and the
+    # error counts keep saying "TransportError".
     exc.retryable = retryable
-    # errors.TransportError declares ``retryable`` only: the other facts sit
-    # on the instance, read with a default by maybe_billed() and unusable().
-    # As attributes rather than subclasses, the fallback reasons and error
-    # counts keep saying "TransportError".
-    vars(exc).update(maybe_billed=maybe_billed, timed_out=timed_out, unusable=unusable)
+    exc.maybe_billed = maybe_billed
+    exc.timed_out = timed_out
+    exc.unusable = unusable
     return exc
 
 
