@@ -44,6 +44,7 @@ from smsroute.watcher import BalanceWatcher
 
 if _TYPE_CHECKING:
     from smsroute.aio.client import AsyncCarrierClient
+    from smsroute.aio.redis_cache import AsyncRedisCache
     from smsroute.aio.router import AsyncRouter
     from smsroute.metrics import PrometheusCollector
     from smsroute.redis_cache import RedisCache
@@ -52,6 +53,7 @@ __all__ = [
     "Alert",
     "ApiError",
     "AsyncCarrierClient",
+    "AsyncRedisCache",
     "AsyncRouter",
     "Balance",
     "BalanceExhausted",
@@ -96,6 +98,7 @@ __all__ = [
 
 _LAZY = {
     "AsyncCarrierClient": "smsroute.aio.client",
+    "AsyncRedisCache": "smsroute.aio.redis_cache",
     "AsyncRouter": "smsroute.aio.router",
     "PrometheusCollector": "smsroute.metrics",
     "RedisCache": "smsroute.redis_cache",

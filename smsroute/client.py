@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import requests
 import requests.adapters
@@ -31,19 +30,18 @@ from tenacity.stop import stop_base
 
 from smsroute._log import get_logger, install_redaction
 from smsroute._version import __version__
+from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
 from smsroute.core.vendor import MAX_BODY, mark, safe_text
-from smsroute.errors import ConfigurationError, LookupFailed, TransportError
+from smsroute.errors import LookupFailed, Throttled, TransportError
 from smsroute.models import Balance, CarrierInfo
-from smsroute.netaddr import is_loopback
 from smsroute.numbers import mask, normalize
+from smsroute.ratelimit import RateLimiter
 from smsroute.resilience import default_retrying, is_retryable
 from smsroute.watchdog import WATCHDOG, DeadlineAdapter, Resolver
 
 __all__ = ["DEFAULT_BASE_URL", "MAX_BODY", "CarrierClient"]
 
-DEFAULT_BASE_URL: Final = "https://isp.qxt800.com"
-DEFAULT_TIMEOUT: Final = (2.0, 3.0)  # (connect, read) seconds; the vendor answers in ~10 ms
 USER_AGENT: Final = f"smsroute/{__version__} python-requests/{requests.__version__}"
 
 _log = get_logger()
@@ -97,18 +95,13 @@ class CarrierClient:
         pool_maxsize: int = 32,
         clock: Callable[[], float] = time.monotonic,
         retry_timeouts: bool = False,
+        rate_limit: RateLimiter | None = None,
     ) -> None:
-        if not isinstance(apikey, str) or not apikey.strip():
-            raise ConfigurationError("apikey is empty: pass the key the vendor issued")
-        method = method.upper()
-        if method not in ("POST", "GET"):
-            raise ConfigurationError(f"method must be POST or GET, not {method!r}")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
-        self._apikey = _Secret(apikey.strip())
-        self.base_url = base_url.rstrip("/")
-        self.method = method
+        settings = client_settings(apikey, method, base_url)
+        self._apikey = settings.apikey
+        self.base_url = settings.base_url
+        self.method = method = settings.method
+        self.rate_limit = rate_limit
         self.timeout = timeout
         self.retry_timeouts = retry_timeouts
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
@@ -148,14 +141,7 @@ class CarrierClient:
         # urllib3 logs request URLs (apikey and number included, for GET) and
         # vendor header bytes; POST too, should the vendor echo either back.
         install_redaction(self._apikey)
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
-            warnings.warn(
-                f"smsroute: plain http:// to {parts.hostname}: the apikey travels in clear; "
-                "use https://",
-                UserWarning,
-                stacklevel=2,
-            )
-            _log.warning("client.insecure_transport", host=parts.hostname)
+        warn_plain_http(settings, _log)
 
     def __repr__(self) -> str:
         return f"CarrierClient(base_url={self.base_url!r}, method={self.method!r}, apikey='***')"
@@ -257,6 +243,17 @@ class CarrierClient:
                     raise TransportError(f"{endpoint}: no time left in the deadline")
                 timeout = _cap(self.timeout, left)
                 budget = min(budget, left)
+            if self.rate_limit is not None:
+                # A turn within the budget, or Throttled now: no call is made
+                # that could not be finished in time.
+                wait = self.rate_limit.reserve(budget)
+                if wait is None:
+                    raise Throttled(f"{endpoint}: rate limit: no turn within {budget:.3f} s")
+                if wait > 0:
+                    time.sleep(wait)
+                    if deadline is not None:
+                        left = deadline - self._clock()
+                        timeout, budget = _cap(self.timeout, left), min(budget, left)
             content = self._request(endpoint, params, timeout, budget)
             # Parsed inside the attempt, so that an unreadable result is logged
             # as this attempt's error (and, for /carrier, not retried: see
@@ -378,18 +375,10 @@ class CarrierClient:
             "proxies": self._session.proxies,
             "clock": self._clock,
             "retry_timeouts": self.retry_timeouts,
+            "rate_limit": self.rate_limit,
         }
         kwargs.update(changes)
         return CarrierClient(**kwargs)
-
-
-class _Secret(str):
-    """The apikey: its value goes on the wire, its repr shows in tracebacks' locals."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
 
 
 def _read_capped(resp: requests.Response) -> bytes | None:

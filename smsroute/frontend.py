@@ -289,7 +289,14 @@ class BaseRouter:
             breaker_opened=self.breaker.opened,
             cache_size=_size(self._cache),
             latency=latency,
+            cache_errors=_attr(self._cache, "errors", int),
+            cache_available=_attr(self._cache, "available", bool),
         )
+
+
+def _attr(cache: object, name: str, kind: type) -> Any:
+    value = getattr(cache, name, None)
+    return value if isinstance(value, kind) else None
 
 
 def _size(cache: object) -> int | None:

@@ -171,6 +171,18 @@ class PrometheusCollector:
             "Times the circuit breaker opened.",
             value=s["breaker_opened"] if reading else None,
         )
+        cache_errors = s["cache_errors"]
+        yield CounterMetricFamily(
+            f"{ns}_cache_errors",
+            "Cache store failures the backend absorbed (Redis, SQLite); sends went on without.",
+            value=cache_errors if reading and cache_errors is not None else None,
+        )
+        available = s["cache_available"]
+        yield GaugeMetricFamily(
+            f"{ns}_cache_available",
+            "1 while the shared cache's store answers, 0 while it is believed down.",
+            value=float(available) if reading and available is not None else None,
+        )
         size = s["cache_size"]
         yield GaugeMetricFamily(
             f"{ns}_cache_size",

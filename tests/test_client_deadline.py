@@ -339,3 +339,31 @@ def test_the_deadline_holds_through_a_proxy():
                 client.lookup(NUMBER, timeout=T)
             assert time.monotonic() - started < T + SLACK
         assert proxy.paths == ["http://vendor.test/carrier"]  # it was asked as a proxy
+
+
+def test_rate_limit_spreads_calls_and_throttles_within_the_budget():
+    """A sync client under RateLimit(20, burst=1) spreads calls; no turn in time is Throttled."""
+    import time as _time
+
+    from smsroute import CarrierClient, RateLimit, Router
+    from smsroute.errors import Throttled
+    from smsroute.testing import FakeCarrierServer
+
+    limit = RateLimit(20, burst=1)
+    with (
+        FakeCarrierServer() as server,
+        CarrierClient(server.apikey, base_url=server.url, rate_limit=limit) as client,
+    ):
+        started = _time.perf_counter()
+        for i in range(4):
+            client.lookup(f"1390000{i:04d}", timeout=2.0)
+        assert _time.perf_counter() - started >= 3 / 20 - 0.02
+        for _ in range(20):
+            limit.reserve(10.0)  # the next second is taken
+        with pytest.raises(Throttled):
+            client.lookup("13900009999", timeout=0.1)
+        router = Router(client, {"移动": "m"}, deadline=0.1)
+        d = router.route("13900009998")
+        assert (d.source, router.breaker.state) == ("fallback", "closed")
+        assert d.reason.startswith("throttled")
+        assert server.carrier_calls == 4

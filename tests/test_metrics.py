@@ -161,6 +161,8 @@ def test_exposition_parses_and_names_every_family(router, server):
         "smsroute_breaker_state",
         "smsroute_breaker_opened",
         "smsroute_cache_size",
+        "smsroute_cache_errors",
+        "smsroute_cache_available",
         "smsroute_balance",
         "smsroute_balance_level",
         "smsroute_balance_poll_errors",
@@ -248,3 +250,21 @@ def test_every_log_event_is_documented():
     missing = {name: where for name, where in events.items() if name not in documented}
     assert not missing, f"undocumented log events: {missing}"
     assert not documented - set(events), "documented but never logged"
+
+
+def test_cache_errors_the_backend_absorbed_are_counted():
+    """A backend that absorbs its own failures (Redis, SQLite) still shows them in stats."""
+    from _fakes import FakeClient
+
+    from smsroute import MemoryCache, Router
+
+    class Absorbing(MemoryCache):
+        """A cache that counts failures it swallowed, like RedisCache and SqliteCache."""
+
+        errors = 7
+        available = False
+
+    router = Router(FakeClient(), {"移动": "m"}, cache=Absorbing())
+    stats = router.stats()
+    assert (stats["cache_errors"], stats["cache_available"]) == (7, False)
+    assert Router(FakeClient(), {"移动": "m"}).stats()["cache_errors"] is None

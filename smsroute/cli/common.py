@@ -91,10 +91,12 @@ def client_kwargs(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return apikey, kwargs
 
 
-def make_client(args: argparse.Namespace, *, pool_maxsize: int = 32) -> CarrierClient:
+def make_client(
+    args: argparse.Namespace, *, pool_maxsize: int = 32, rate_limit: Any = None
+) -> CarrierClient:
     """Return the vendor client of the connection flags, then the environment."""
     apikey, kwargs = client_kwargs(args)
-    return CarrierClient(apikey, pool_maxsize=pool_maxsize, **kwargs)
+    return CarrierClient(apikey, pool_maxsize=pool_maxsize, rate_limit=rate_limit, **kwargs)
 
 
 def yes_no(flag: bool | None) -> str:

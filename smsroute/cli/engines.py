@@ -10,6 +10,7 @@ from smsroute.batch import Engine, ThreadEngine
 from smsroute.carrier import Carrier
 from smsroute.cli.args import positive_float, positive_int
 from smsroute.cli.common import EXIT_USAGE, CommandError, client_kwargs, make_client
+from smsroute.ratelimit import RateLimit
 from smsroute.routing import Router
 
 if TYPE_CHECKING:
@@ -86,9 +87,11 @@ def make_engine(
     if use_async(args):
         engine = loop_engine(args, gateways, settings, concurrency)
         return engine, engine.router
-    if args.qps is not None:
-        raise CommandError("--qps needs --engine async (pip install 'smsroute[async]')", EXIT_USAGE)
-    client = make_client(args, pool_maxsize=max(32, concurrency))
+    client = make_client(
+        args,
+        pool_maxsize=max(32, concurrency),
+        rate_limit=RateLimit(args.qps) if args.qps is not None else None,
+    )
     stack.callback(client.close)
     router = Router(client, gateways, **settings)
     return ThreadEngine(router.route, concurrency), router
@@ -104,7 +107,6 @@ def loop_engine(
     from smsroute.aio.client import AsyncCarrierClient
     from smsroute.aio.engine import LoopEngine
     from smsroute.aio.router import AsyncRouter
-    from smsroute.ratelimit import RateLimit
 
     apikey, kwargs = client_kwargs(args)
     limit = RateLimit(args.qps) if args.qps is not None else None

@@ -58,6 +58,10 @@ class RouterStats(TypedDict):
     breaker: str
     breaker_opened: int
     cache_size: int | None
+    cache_errors: int | None
+    """Failures the cache backend absorbed itself (Redis, SQLite); None for MemoryCache."""
+    cache_available: bool | None
+    """False while a shared cache believes its store unreachable; None when it cannot tell."""
     upstream_latency: LatencySnapshot
 
 
@@ -103,6 +107,8 @@ def build_stats(
     breaker_opened: int,
     cache_size: int | None,
     latency: LatencySnapshot,
+    cache_errors: int | None = None,
+    cache_available: bool | None = None,
 ) -> RouterStats:
     """Return the stats shape from a driver's counts."""
     decisions: dict[str, int] = dict.fromkeys(SOURCES, 0)
@@ -123,5 +129,7 @@ def build_stats(
         "breaker": breaker,
         "breaker_opened": breaker_opened,
         "cache_size": cache_size,
+        "cache_errors": cache_errors,
+        "cache_available": cache_available,
         "upstream_latency": latency,
     }
