@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from smsroute import AsyncCarrierClient, AsyncRouter, Carrier, ConfigurationError, InvalidNumber
+from smsroute.decision import Decision
 from smsroute.segments import default_table
 from smsroute.serve.kannel import (
     SENDSMS_PATH,
@@ -119,7 +120,8 @@ async def front(
     server = TestServer(kannel_app(router, sendsms_url, timeout=3.0), host="127.0.0.1")
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as http:
+        # Bounded: a test that goes wrong fails in seconds, not in aiohttp's five minutes.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             yield Front(str(server.make_url(SENDSMS_PATH)), http, router)
     finally:
         await server.close()
@@ -267,6 +269,9 @@ def test_post_goes_on_with_its_body_and_headers(vendor):
             assert names["content-type"] == "text/plain; charset=GBK"
             assert "authorization" not in names
             assert (await f.post(b"<xml/>", {"Content-Type": "text/xml"}))[0] == 415
+            async with f.http.head(f.url) as resp:
+                assert resp.status == 405  # a HEAD would send a message
+            assert len(seen) == 1
 
     run(scenario())
 
@@ -323,6 +328,39 @@ def test_number_without_a_gateway_goes_by_kannels_routing(vendor):
         async with recorder() as (url, seen), front(vendor, url) as f:
             assert (await f.get("to=19212345678&smsc=mine&text=x"))[0] == 202
             assert [s[0] for s in seen] == [f"{SENDSMS_PATH}?to=19212345678&smsc=mine&text=x"]
+
+    run(scenario())
+
+
+class View:
+    """A router seen through a mapping of its own, with only ``route()``: the NumberRouter shape."""
+
+    def __init__(self, router: AsyncRouter) -> None:
+        self.router = router
+
+    async def route(self, number: str) -> Decision:
+        d = await self.router.route(number)
+        return Decision(d.mobile, d.carrier, f"{d.gateway}-2", d.source, d.info, d.reason, d.answer)
+
+
+def test_any_router_with_route_will_do(vendor):
+    """kannel_routes() takes any object whose async route() gives a Decision."""
+
+    async def scenario():
+        async with recorder() as (url, seen):
+            client = AsyncCarrierClient(vendor.apikey, base_url=vendor.url)
+            router = AsyncRouter(client, GATEWAYS)
+            server = TestServer(kannel_app(View(router), url), host="127.0.0.1")
+            await server.start_server()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    target = yarl.URL(f"{server.make_url(SENDSMS_PATH)}?to={PORTED}", encoded=True)
+                    async with http.get(target) as resp:
+                        assert resp.headers["X-Smsroute-Smsc"] == "ctcc-2"
+            finally:
+                await server.close()
+                await client.aclose()
+            assert [s[0] for s in seen] == [f"{SENDSMS_PATH}?to={PORTED}&smsc=ctcc-2"]
 
     run(scenario())
 
@@ -391,7 +429,7 @@ class Kannel:
     """bearerbox, smsbox and a fakesmsc per operator, on free ports of 127.0.0.1."""
 
     SMSCS: ClassVar = {"cmcc": Carrier.MOBILE, "cucc": Carrier.UNICOM, "ctcc": Carrier.TELECOM}
-    STARTUP = 10.0  # seconds; it takes under one
+    STARTUP = 5.0  # seconds; it takes well under one
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
@@ -441,6 +479,9 @@ class Kannel:
 
     def start(self) -> Kannel:
         """Start the boxes and the fake SMSCs; return once every SMSC is online."""
+        assert BEARERBOX
+        assert SMSBOX
+        assert FAKESMSC
         end = time.monotonic() + self.STARTUP
         self._spawn("bearerbox", BEARERBOX, "-v", "1", str(self.conf))
         self._wait("bearerbox", lambda: all(f"{s}[{s}]" in self.status() for s in self.SMSCS), end)

@@ -2,9 +2,10 @@
 
 Applications keep speaking Kannel's sendsms API and point at smsroute
 instead of smsbox. For each request smsroute routes ``to`` with an
-:class:`~smsroute.AsyncRouter`, sets ``smsc=`` to the decision's gateway (a
-Kannel ``smsc-id``) and forwards everything else to smsbox byte for byte;
-Kannel's answer comes back unchanged::
+:class:`~smsroute.AsyncRouter` (or anything whose ``async route(number)``
+returns a Decision: :class:`NumberRouter`), sets ``smsc=`` to the decision's
+gateway (a Kannel ``smsc-id``) and forwards everything else to smsbox byte
+for byte; Kannel's answer comes back unchanged::
 
     app = web.Application()
     setup_kannel(app, router, "http://127.0.0.1:13013/cgi-bin/sendsms")
@@ -48,7 +49,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
 import aiohttp
@@ -57,15 +58,16 @@ from aiohttp import web
 
 from smsroute._log import get_logger
 from smsroute._version import __version__
-from smsroute.aio.router import AsyncRouter
+from smsroute.core.policy import RoutingPolicy
 from smsroute.decision import Decision
 from smsroute.errors import ConfigurationError, InvalidNumber, NoRoute
-from smsroute.numbers import mask
+from smsroute.numbers import mask, normalize
 
 __all__ = [
     "KANNEL_SESSION",
     "SENDSMS_PATH",
     "KannelAnswer",
+    "NumberRouter",
     "kannel_app",
     "kannel_routes",
     "kannel_session",
@@ -87,9 +89,18 @@ _HEADER_TYPES: Final = frozenset(
 _PASSED_HEADERS: Final = ("Pragma", "Cache-Control")  # of Kannel's answer, with Content-Type
 _TEMPORAL: Final = b"Temporal failure, try again later."  # smsbox's 503 body
 _HTML: Final = "text/html"  # smsbox answers every sendsms request as text/html
+_CONCURRENCY: Final = 64  # lookups in flight for one request's recipients
 _log = get_logger()
 _Request = tuple[str, dict[str, Any]]  # method, aiohttp request arguments
 _Builder = Callable[[str | None, Sequence[str] | None], _Request]  # (smsc, to) -> request
+
+
+class NumberRouter(Protocol):
+    """What the pass-through needs of a router: AsyncRouter, or a view of one."""
+
+    async def route(self, number: str) -> Decision:
+        """Return where a send to ``number`` goes; InvalidNumber or NoRoute otherwise."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -298,8 +309,10 @@ def _check_url(sendsms_url: str) -> yarl.URL:
     return url
 
 
-def _check_policy(router: AsyncRouter) -> None:
-    policy = router.policy
+def _check_policy(router: NumberRouter) -> None:
+    policy = getattr(router, "policy", None)
+    if not isinstance(policy, RoutingPolicy):
+        return  # a router of another kind: its gateways are checked as they come
     gateways = [*policy.gateways.values(), *(rule.gateway for rule in policy.rules)]
     if policy.default is not None:
         gateways.append(policy.default)
@@ -310,7 +323,7 @@ def _check_policy(router: AsyncRouter) -> None:
 class _PassThrough:
     """The two handlers and what they share: the router, Kannel's URL, the timeout."""
 
-    def __init__(self, router: AsyncRouter, url: yarl.URL, timeout: float) -> None:
+    def __init__(self, router: NumberRouter, url: yarl.URL, timeout: float) -> None:
         self.router = router
         self.url = url
         self.base = str(url)
@@ -406,22 +419,24 @@ class _PassThrough:
 
     async def _route(self, recipients: list[str]) -> list[Decision | None]:
         """Return a Decision per recipient (None: no route); InvalidNumber before any lookup."""
-        try:
-            # route_many() checks every number before it asks about any.
-            return list(await self.router.route_many(recipients))
-        except NoRoute:
-            pass
-        # Rare (an operator with no gateway and no default): again, answers
-        # now cached, keeping each error in its place.
-        results = await self.router.route_many(recipients, return_exceptions=True)
-        out: list[Decision | None] = []
-        for recipient, result in zip(recipients, results, strict=True):
-            if isinstance(result, Decision):
-                out.append(result)
-                continue
-            _log.warning("kannel.no_route", mobile=mask(recipient), error=str(result))
-            out.append(None)
-        return out
+        # Every number is checked before any is looked up, so a list with one
+        # bad number costs nothing. (Against the installed segment table: a
+        # router given a table of its own still checks with that one.)
+        mobiles = [normalize(r) for r in recipients]
+        unique = list(dict.fromkeys(mobiles))
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(mobile: str) -> Decision | None:
+            async with gate:
+                try:
+                    return await self.router.route(mobile)
+                except NoRoute as exc:
+                    _log.warning("kannel.no_route", mobile=mask(mobile), error=str(exc))
+                    return None
+
+        found = await asyncio.gather(*(one(m) for m in unique))
+        decided = dict(zip(unique, found, strict=True))
+        return [decided[m] for m in mobiles]
 
     async def _send(
         self, session: aiohttp.ClientSession, method: str, args: dict[str, Any]
@@ -449,7 +464,7 @@ def _respond(answer: KannelAnswer, marks: Iterable[tuple[str, str]]) -> web.Resp
 
 
 def kannel_routes(
-    router: AsyncRouter, sendsms_url: str, *, timeout: float = 5.0, path: str = SENDSMS_PATH
+    router: NumberRouter, sendsms_url: str, *, timeout: float = 5.0, path: str = SENDSMS_PATH
 ) -> list[web.RouteDef]:
     """Return the GET and POST routes of the pass-through to Kannel's ``sendsms_url``.
 
@@ -476,7 +491,7 @@ def kannel_routes(
 
 def setup_kannel(
     app: web.Application,
-    router: AsyncRouter,
+    router: NumberRouter,
     sendsms_url: str,
     *,
     timeout: float = 5.0,
@@ -488,7 +503,7 @@ def setup_kannel(
 
 
 def kannel_app(
-    router: AsyncRouter, sendsms_url: str, *, timeout: float = 5.0, path: str = SENDSMS_PATH
+    router: NumberRouter, sendsms_url: str, *, timeout: float = 5.0, path: str = SENDSMS_PATH
 ) -> web.Application:
     """Return an application serving only the pass-through (the router stays the caller's)."""
     app = web.Application()
