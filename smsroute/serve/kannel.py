@@ -12,33 +12,24 @@ for byte; Kannel's answer comes back unchanged::
     # or: app = kannel_app(router, url); or add kannel_routes(...) and
     # kannel_session to an app of your own (see kannel_routes)
 
-The rules, and why (docs/kannel.md has the gateway side):
+The rules (docs/kannel.md says why, and what to set in Kannel):
 
-* **GET**: the raw query string is edited, never decoded and re-encoded:
-  legacy platforms send GBK text with ``charset=GBK``, and a round trip
-  through ``str`` garbles it. Parameters are found by their decoded names,
-  as Kannel finds them; every ``smsc=`` is dropped (smsbox reads the first)
-  and ours takes the place of the first one, or goes last.
-* **POST** (Kannel's own way: text in the body, parameters in ``X-Kannel-*``
-  headers): the body goes on unread; ``X-Kannel-SMSC`` is replaced, and only
-  ``Content-Type`` and ``X-Kannel-*`` go on (all that smsbox reads, so an
-  ``Authorization`` meant for smsroute never reaches Kannel). POST-XML
-  (``text/xml``) is refused with 415: its ``to`` is inside the XML.
-* **Several recipients** (``to`` separated by spaces, as Kannel allows):
-  numbers of one gateway share one request to Kannel, so a single-operator
-  list is forwarded as it came; a mixed list is split per gateway, sent
-  concurrently, and the answers are merged (:func:`merge_answers`).
-* **Invalid** ``to`` (not a mainland-China mobile number): a Kannel-style
-  400 at once: no lookup is paid and Kannel is not called. A missing or
-  empty ``to`` goes to Kannel as it is, which answers it (403 or 400).
-* **No route** for a number (no gateway for its operator and no default):
-  it goes to Kannel without our ``smsc=``, so Kannel's own routing decides.
-* A **vendor outage** changes nothing here: the router falls back to the
-  segment table and the message goes to the number's original operator.
-* **Kannel unreachable** or slower than ``timeout``: 503 ``Temporal
-  failure, try again later.``, Kannel's own answer for a temporary failure.
+* GET: the raw query is edited, never decoded and re-encoded (GBK text sent
+  with ``charset=GBK`` would not survive ``str``); parameters are found by
+  their decoded names as smsbox finds them, every ``smsc=`` is replaced by
+  ours (smsbox reads the first), and every other byte stays.
+* POST (text in the body, ``X-Kannel-*`` headers): the body goes on unread,
+  ``X-Kannel-SMSC`` is replaced, and only ``Content-Type`` and
+  ``X-Kannel-*`` go on. POST-XML is refused (415): its ``to`` is in the XML.
+* Several recipients in ``to``: one request to Kannel per gateway, sent
+  together; :func:`merge_answers` makes one answer of theirs.
+* An invalid ``to``: a Kannel-style 400, no lookup paid, Kannel not called.
+  A missing one goes to Kannel as it came. A number with no gateway goes
+  without our ``smsc=``, so Kannel's own routing decides.
+* Kannel unreachable or slower than ``timeout``: 503 ``Temporal failure, try
+  again later.``, smsbox's own answer for a temporary failure.
 
-The query string and the headers carry Kannel's password: neither is logged.
+The query and the headers carry Kannel's password: neither is logged.
 
 .. versionadded:: 0.2.0
 """
@@ -186,7 +177,7 @@ def _is(name: str, header: str) -> bool:
 def rewrite_headers(
     headers: Iterable[tuple[str, str]], smsc: str | None, *, to: Sequence[str] | None = None
 ) -> list[tuple[str, str]]:
-    """Return POST headers with ``X-Kannel-SMSC`` set (None: left alone) and, if given, ``To``.
+    """Return POST headers with ``X-Kannel-SMSC`` (None: left alone) and ``X-Kannel-To`` set.
 
     Keeps only ``Content-Type`` and ``X-Kannel-*`` (what smsbox reads), in order.
     """
@@ -250,14 +241,12 @@ def _group_by_smsc(
 
 
 def merge_answers(parts: Sequence[tuple[Sequence[str], KannelAnswer]]) -> KannelAnswer:
-    """Return one answer for a request that was split per SMSC.
+    """Return one answer for a request split per SMSC, from ``(recipients, answer)`` parts.
 
-    All the same (the usual case: all ``202 0: Accepted for delivery``, or
-    all ``403`` for a wrong password): that answer. Otherwise the worst
-    answer (a refusal before an acceptance, then the higher status, then a
-    body other than ``0: ...``); when some parts were accepted, its body
-    ends as smsbox ends a partly failed multi-cast: `` Failed receivers
-    are: ...``, so that a client retries only those.
+    Equal answers give that answer. Otherwise the worst one wins (a refusal
+    over an acceptance, then the higher status, then a body other than
+    ``0: ...``), and if some parts were accepted its body ends, as smsbox's
+    for a partly failed multi-cast, with `` Failed receivers are: ...``.
     """
     first = parts[0][1]
     if all((a.status, a.body) == (first.status, first.body) for _r, a in parts):
@@ -408,7 +397,7 @@ class _PassThrough:
         _log.debug(
             "kannel.sendsms",
             method=request.method,
-            mobile=mask(decisions[0].mobile) if single and decisions[0] else None,
+            mobile=mask(decisions[0].mobile) if len(decisions) == 1 and decisions[0] else None,
             recipients=len(recipients),
             smsc=marks[0][1],
             source=marks[1][1],
