@@ -539,14 +539,20 @@ class Kannel:
                 out.append(Received(smsc, m[2].decode(), m[3].decode(), m[4]))
         return out
 
-    def wait_for(self, receiver: str, text: str, timeout: float = 5.0) -> list[Received]:
-        """Return the messages to ``receiver`` with ``text``, once one has arrived."""
+    def arrived(
+        self, match: Callable[[Received], bool], count: int = 1, timeout: float = 5.0
+    ) -> list[Received]:
+        """Return the messages that ``match``, once ``count`` have arrived (or time is up)."""
         end = time.monotonic() + timeout
         while True:
-            got = [r for r in self.received() if r.receiver == receiver and r.text == text]
-            if got or time.monotonic() > end:
+            got = [r for r in self.received() if match(r)]
+            if len(got) >= count or time.monotonic() > end:
                 return got
             time.sleep(0.02)
+
+    def wait_for(self, receiver: str, text: str) -> list[Received]:
+        """Return the messages to ``receiver`` with ``text``, once one has arrived."""
+        return self.arrived(lambda r: r.receiver == receiver and r.text == text)
 
     def smsbox_requests(self) -> int:
         """Return how many HTTP requests smsbox has logged."""
@@ -633,7 +639,7 @@ def test_gbk_text_arrives_intact(kannel, vendor):
     run(scenario())
     (ucs2,) = kannel.wait_for(PORTED, TEXT)
     assert (ucs2.smsc, ucs2.kind, ucs2.payload) == ("ctcc", "ucs-2", TEXT.encode("utf-16-be"))
-    eight_bit = [r for r in kannel.received() if r.kind == "data" and r.payload == GBK]
+    eight_bit = kannel.arrived(lambda r: r.kind == "data" and r.payload == GBK, count=2)
     assert sorted((r.receiver, r.smsc) for r in eight_bit) == [
         (PORTED, "ctcc"),
         ("18912345678", "ctcc"),
