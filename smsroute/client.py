@@ -20,13 +20,9 @@ import requests.adapters
 import requests.utils
 import urllib3
 from tenacity import (
-    RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_any,
-    stop_before_delay,
 )
-from tenacity.stop import stop_base
 
 from smsroute._log import get_logger, install_redaction
 from smsroute._version import __version__
@@ -37,7 +33,7 @@ from smsroute.errors import LookupFailed, Throttled, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import mask, normalize
 from smsroute.ratelimit import RateLimiter
-from smsroute.resilience import default_retrying, is_retryable
+from smsroute.resilience import default_retrying, is_retryable, within_budget
 from smsroute.watchdog import WATCHDOG, DeadlineAdapter, Resolver
 
 __all__ = ["DEFAULT_BASE_URL", "MAX_BODY", "CarrierClient"]
@@ -197,22 +193,7 @@ class CarrierClient:
         timeout: float | None,
         parse: Callable[[bytes, str], _T],
     ) -> _T:
-        deadline: float | None = None
-        retrying = self._retrying
-        if timeout is not None:
-            end = deadline = self._clock() + timeout
-
-            def out_of_time(state: RetryCallState) -> bool:
-                # On the client's clock, so that the vendor's last error is what
-                # surfaces, not a "no time left" attempt that never went out.
-                return self._clock() + state.upcoming_sleep >= end
-
-            stop = stop_any(
-                cast("stop_base", retrying.stop),
-                stop_before_delay(timeout),
-                cast("stop_base", out_of_time),
-            )
-            retrying = retrying.copy(stop=stop)
+        retrying, deadline = within_budget(self._retrying, timeout, self._clock)
         masked = mask(mobile) if mobile else ""
         attempt = 0
         for try_ in retrying:

@@ -12,16 +12,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
+    stop_any,
+    stop_before_delay,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from smsroute._log import get_logger
 from smsroute.core.breaker import Alert, BreakerCore, Change, State
@@ -39,6 +43,7 @@ __all__ = [
     "default_async_retrying",
     "default_retrying",
     "is_retryable",
+    "within_budget",
 ]
 
 _log = get_logger()
@@ -75,6 +80,34 @@ def default_async_retrying(*, attempts: int = 3, budget: float = 5.0) -> AsyncRe
         retry=retry_if_exception(is_retryable),
         reraise=True,
     )
+
+
+RetryingT = TypeVar("RetryingT", Retrying, AsyncRetrying)
+
+
+def within_budget(
+    retrying: RetryingT, timeout: float | None, clock: Clock
+) -> tuple[RetryingT, float | None]:
+    """Return ``retrying`` stopped by a call's budget, and the call's end on ``clock``.
+
+    No attempt starts, and no wait before one is slept, past ``timeout``
+    seconds from now. Judged on the client's clock, so that the vendor's last
+    error is what surfaces, not a "no time left" attempt that never went out.
+    Written once for both clients.
+    """
+    if timeout is None:
+        return retrying, None
+    end = clock() + timeout
+
+    def out_of_time(state: RetryCallState) -> bool:
+        return clock() + state.upcoming_sleep >= end
+
+    stop = stop_any(
+        cast("stop_base", retrying.stop),
+        stop_before_delay(timeout),
+        cast("stop_base", out_of_time),
+    )
+    return retrying.copy(stop=stop), end
 
 
 class BreakerListener(Protocol):

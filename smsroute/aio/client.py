@@ -23,12 +23,11 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Final, TypeVar, cast
+from typing import Final, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_any, stop_before_delay
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, retry_if_exception
 from yarl import URL
 
 from smsroute._log import get_logger
@@ -41,7 +40,7 @@ from smsroute.errors import LookupFailed, Throttled, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import mask, normalize
 from smsroute.ratelimit import RateLimiter
-from smsroute.resilience import default_async_retrying
+from smsroute.resilience import default_async_retrying, within_budget
 from smsroute.types import Clock
 
 __all__ = ["AsyncCarrierClient"]
@@ -178,21 +177,7 @@ class AsyncCarrierClient:
         timeout: float | None,
         parse: Callable[[bytes, str], _T],
     ) -> _T:
-        retrying = self._retrying
-        end: float | None = None
-        if timeout is not None:
-            end = self._clock() + timeout
-            deadline = end
-
-            def out_of_time(state: RetryCallState) -> bool:
-                return self._clock() + state.upcoming_sleep >= deadline
-
-            stop = stop_any(
-                cast("stop_base", retrying.stop),
-                stop_before_delay(timeout),
-                cast("stop_base", out_of_time),
-            )
-            retrying = retrying.copy(stop=stop)
+        retrying, end = within_budget(self._retrying, timeout, self._clock)
         attempt = 0
         async for try_ in retrying:
             with try_:
