@@ -162,7 +162,9 @@ class CarrierClient:
         what is left of its deadline). Raises InvalidNumber before any query
         for a number that fails :func:`smsroute.normalize`.
         """
-        mobile = normalize(number)
+        # A segment the table does not know yet is asked: the vendor answers -3
+        # (free) for a bad number, and MIIT keeps allocating new segments.
+        mobile = normalize(number, unknown_segments=True)
         key = self._apikey
         return self._call(
             vendor.CARRIER,

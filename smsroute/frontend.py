@@ -29,7 +29,7 @@ from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_s
 from smsroute.decision import Decision
 from smsroute.errors import ConfigurationError, LookupFailed, NoRoute
 from smsroute.models import CarrierInfo
-from smsroute.numbers import mask
+from smsroute.numbers import mask, normalize
 from smsroute.resilience import Alert, CircuitBreaker, call_alert_hook
 from smsroute.tally import Tally
 from smsroute.types import Clock
@@ -61,9 +61,18 @@ class BaseRouter:
         breaker: CircuitBreaker | None = None,
         on_alert: Callable[[Alert], None] | None = None,
         segments: segments.SegmentTable | None = None,
+        unknown_segments: str = "ask",
         clock: Clock = time.monotonic,
     ) -> None:
         self.deadline = check_deadline(deadline)
+        if unknown_segments not in ("ask", "reject"):
+            raise ConfigurationError(
+                f"unknown_segments={unknown_segments!r}: not 'ask' or 'reject'"
+            )
+        # "ask": a mobile-range number whose segment the table does not know
+        # as allocated is looked up (MIIT keeps allocating; the vendor answers
+        # -3 for free if it is bad); "reject": InvalidNumber, as the table says.
+        self._ask_unknown = unknown_segments == "ask"
         if isinstance(gateways, RoutingPolicy):
             policy = gateways
         else:
@@ -145,6 +154,10 @@ class BaseRouter:
     @rules.setter
     def rules(self, rules: Iterable[Rule]) -> None:
         self.policy = self._policy.copy(rules=tuple(rules))
+
+    def _normalize(self, number: object) -> str:
+        """Return the normalised number, by the router's table and unknown-segment rule."""
+        return normalize(number, self._segments, unknown_segments=self._ask_unknown)
 
     # -- the hot path, for front ends that cannot inline it -----------------------------
 

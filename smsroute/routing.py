@@ -35,7 +35,6 @@ from smsroute.delivery import deliver, wrapped
 from smsroute.errors import ConfigurationError
 from smsroute.frontend import DEFAULT_DEADLINE, BaseRouter
 from smsroute.models import CarrierInfo
-from smsroute.numbers import normalize
 from smsroute.resilience import Alert, CircuitBreaker
 from smsroute.singleflight import SingleFlight
 from smsroute.types import CacheBackend, Clock, LookupClient, SharedFlight, accepts_timeout
@@ -71,6 +70,7 @@ class Router(BaseRouter):
         breaker: CircuitBreaker | None = None,
         on_alert: Callable[[Alert], None] | None = None,
         segments: segments.SegmentTable | None = None,
+        unknown_segments: str = "ask",
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(
@@ -84,6 +84,7 @@ class Router(BaseRouter):
             breaker=breaker,
             on_alert=on_alert,
             segments=segments,
+            unknown_segments=unknown_segments,
             clock=clock,
         )
         self._timed = True  # False once the client showed it takes no timeout=
@@ -120,7 +121,7 @@ class Router(BaseRouter):
         return decision if fallback else decision.raise_for_guess()
 
     def _route(self, number: str, deadline: float | None) -> Decision:
-        mobile = normalize(number, self._segments)
+        mobile = self._normalize(number)
         # One budget from here on: the cache read counts against the deadline too.
         end = self._clock() + self._budget(deadline)
         hit = self._cache_get(mobile, end)
@@ -131,7 +132,7 @@ class Router(BaseRouter):
 
     def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""
-        mobile = normalize(number, self._segments)
+        mobile = self._normalize(number)
         end = self._clock() + self._budget(deadline)
         try:
             self._io.call("delete", mobile, timeout=end - self._clock())
@@ -318,7 +319,7 @@ class Router(BaseRouter):
         return route_batch(
             self.route if fallback else functools.partial(self.route, fallback=False),
             numbers,
-            normalize=lambda n: normalize(n, self._segments),
+            normalize=self._normalize,
             concurrency=concurrency,
             return_exceptions=return_exceptions,
         )

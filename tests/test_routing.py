@@ -645,3 +645,23 @@ def test_a_blocking_cache_costs_a_route_its_deadline_not_more():
     assert took < 0.2 + 0.05
     assert d.source in ("upstream", "fallback")
     assert router.stats()["errors"].get("cache", 0) >= 1
+
+
+def test_a_segment_the_table_does_not_know_yet_is_asked():
+    """A mobile-range number in a segment the table calls unallocated is looked up, not refused."""
+    from smsroute import segments as _segments
+
+    number = "19400000001"  # 194: unallocated in the shipped table; MIIT keeps allocating
+    assert _segments.default_table().lookup(number).kind == "unallocated"
+    client = FakeClient({number: info(number, "电信", initial="电信")})
+    router = Router(client, {T: "t"}, default="d")
+    d = router.route(number)
+    assert (d.source, d.carrier, d.gateway) == ("upstream", T, "t")
+    # The vendor down: the segment table knows no operator, so the default takes it.
+    down = Router(FakeClient(script=[api_error(-8)] * 3), {T: "t"}, default="d")
+    assert (down.route(number).source, down.route(number).gateway) == ("fallback", "d")
+    # The old strictness on request; numbers outside the mobile range are always refused.
+    with pytest.raises(InvalidNumber):
+        Router(client, {T: "t"}, unknown_segments="reject").route(number)
+    with pytest.raises(InvalidNumber):
+        router.route("12000000001")

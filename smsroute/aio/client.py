@@ -146,7 +146,9 @@ class AsyncCarrierClient:
         :func:`smsroute.normalize`, and the smsroute exception of a vendor
         error code or a transport failure otherwise.
         """
-        mobile = normalize(number)
+        # A segment the table does not know yet is asked: the vendor answers -3
+        # (free) for a bad number, and MIIT keeps allocating new segments.
+        mobile = normalize(number, unknown_segments=True)
         key = self._settings.apikey
         return await self._call(
             vendor.CARRIER,

@@ -48,7 +48,6 @@ from smsroute.errors import (
 )
 from smsroute.frontend import DEFAULT_DEADLINE, BaseRouter
 from smsroute.models import CarrierInfo
-from smsroute.numbers import normalize
 from smsroute.resilience import Alert, CircuitBreaker
 from smsroute.types import Clock, accepts_timeout
 
@@ -80,6 +79,7 @@ class AsyncRouter(BaseRouter):
         breaker: CircuitBreaker | None = None,
         on_alert: Callable[[Alert], None] | None = None,
         segments: segments.SegmentTable | None = None,
+        unknown_segments: str = "ask",
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(
@@ -93,6 +93,7 @@ class AsyncRouter(BaseRouter):
             breaker=breaker,
             on_alert=on_alert,
             segments=segments,
+            unknown_segments=unknown_segments,
             clock=clock,
         )
         self._flights: dict[str, asyncio.Future[resolve.Outcome]] = {}
@@ -143,7 +144,7 @@ class AsyncRouter(BaseRouter):
         return decision if fallback else decision.raise_for_guess()
 
     async def _route(self, number: str, deadline: float | None) -> Decision:
-        mobile = normalize(number, self._segments)
+        mobile = self._normalize(number)
         now = self._clock()
         end = now + self._budget(deadline)
         stale = await self._cache_op("get", mobile, end=end)
@@ -154,7 +155,7 @@ class AsyncRouter(BaseRouter):
 
     async def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""
-        mobile = normalize(number, self._segments)
+        mobile = self._normalize(number)
         end = self._clock() + self._budget(deadline)
         await self._cache_op("delete", mobile, end=end)
         return await self._resolve(mobile, None, end)
@@ -407,7 +408,7 @@ class AsyncRouter(BaseRouter):
         mobiles: list[str | SmsRouteError] = []
         for number in numbers:
             try:
-                mobiles.append(normalize(number, self._segments))
+                mobiles.append(self._normalize(number))
             except InvalidNumber as exc:
                 if not return_exceptions:
                     raise

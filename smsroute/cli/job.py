@@ -133,7 +133,7 @@ class RouteJob:
         if not row.value:
             return Pending(row, None, f"empty: no number in {self.source.column_label()}")
         try:
-            mobile = normalize(row.value)
+            mobile = normalize(row.value, unknown_segments=True)
         except InvalidNumber as exc:
             return Pending(row, None, f"invalid: {exc}")
         if self.first_line.get(mobile) != row.line:
@@ -174,7 +174,8 @@ class RouteJob:
     def _route_rows(self, rows: list[InputRow], *, answered: bool = False) -> None:
         for row in rows:
             assert self.engine is not None
-            future = self.engine.submit(normalize(row.value), fallback=self.guess_now)
+            mobile = normalize(row.value, unknown_segments=True)
+            future = self.engine.submit(mobile, fallback=self.guess_now)
             self.window.append(Pending(row, future, answered=answered))
             while len(self.window) >= self.concurrency * 4:
                 self._drain_one()

@@ -224,7 +224,7 @@ def _scan(source: Source, summary: RouteSummary) -> dict[str, int]:
             summary.empty.add(row.line, "", "empty")
             continue
         try:
-            mobile = normalize(row.value)
+            mobile = normalize(row.value, unknown_segments=True)
         except InvalidNumber as exc:
             summary.invalid.add(row.line, row.value, str(exc))
             continue
