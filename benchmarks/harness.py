@@ -48,6 +48,7 @@ __all__ = [
     "ThreadServer",
     "check",
     "child_environment",
+    "ensure_open_files",
     "figure",
     "gateways",
     "machine",
@@ -304,6 +305,21 @@ def child_environment() -> dict[str, str]:
     root = str(Path(smsroute.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     return env
+
+
+def ensure_open_files(count: int) -> None:
+    """Raise this process's soft limit on open files to ``count`` if it is lower (and may be).
+
+    Figure 9 holds a connection per concurrent route (1,024 at most), and the
+    fake vendor in a child process, which inherits the limit, as many.
+    """
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < count:
+            limit = count if hard == resource.RLIM_INFINITY else min(count, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
 
 
 class AioProcessServer:

@@ -48,6 +48,7 @@ from harness import (
     Deliveries,
     Env,
     check,
+    ensure_open_files,
     figure,
     gateways,
     median,
@@ -218,6 +219,9 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
         )
         _maybe_plot(env, fig)
         return fig
+    # Client and vendor each hold a socket per connection; the vendor (a
+    # child) inherits the limit when it starts here.
+    ensure_open_files(4 * max(*sizes.f9_async_numbers, *sizes.f9_sync_numbers) + 256)
     server = env.aio_server
     server.control(latency=F9_LATENCY, fault=None)
     steps: list[tuple[str, int]] = [
