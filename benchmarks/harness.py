@@ -14,6 +14,7 @@ vendor, an async in-process client) is in aioharness.py.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import itertools
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "AioThreadServer",
     "Deliveries",
     "Env",
+    "GcPauses",
     "NumberPool",
     "ProcessServer",
     "SimClient",
@@ -135,6 +137,47 @@ def figure(
         "note": note,
         "context": context,
     }
+
+
+class GcPauses:
+    """Count the cyclic collector's runs and time its pauses while inside ``with``.
+
+    Enter it around each timed part of a variant (it accumulates): on an
+    event loop a collection stops every task at once, so a gen-2 pause lands
+    on every deadline in flight. ``summary()`` gives runs, total and longest
+    pause by generation.
+    """
+
+    def __init__(self) -> None:
+        self._runs = [0, 0, 0]
+        self._seconds = [0.0, 0.0, 0.0]
+        self._longest = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = int(info["generation"])
+        self._runs[generation] += 1
+        self._seconds[generation] += pause
+        self._longest = max(self._longest, pause)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        """Return runs and pause milliseconds by generation, and the longest pause."""
+        return {
+            "runs": list(self._runs),
+            "ms": [round(s * 1e3, 2) for s in self._seconds],
+            "longest_ms": round(self._longest * 1e3, 2),
+        }
 
 
 # -- numbers, gateways, an in-process client ----------------------------------

@@ -24,6 +24,7 @@ and the drip server closes any connection after ``f11_drip_cap`` seconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import threading
 import time
@@ -31,7 +32,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aioharness import DripServer, aiohttp_missing
-from harness import Deliveries, Env, check, figure, gateways, percentile, rotated, skipped
+from harness import (
+    Deliveries,
+    Env,
+    GcPauses,
+    check,
+    figure,
+    gateways,
+    percentile,
+    rotated,
+    skipped,
+)
 
 from smsroute import CarrierClient, CircuitBreaker, Router
 
@@ -165,6 +176,7 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
     hang = env.aio_server
     sends: dict[tuple[str, str], list[Sent]] = {key: [] for key in labels}
     delivered: dict[tuple[str, str], int] = dict.fromkeys(labels, 0)
+    pauses = {key: GcPauses() for key in labels}
     steps = [key for key in labels if not (missing is not None and key[0] == "async")]
     with DripServer(interval=F11_DRIP_INTERVAL, cap=sizes.f11_drip_cap) as drip:
         vendors: dict[str, tuple[str, str]] = {
@@ -181,19 +193,30 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
                         hang.control(fault="hang")
                     url, key = vendors[vendor]
                     deliveries = Deliveries()
+                    # The last round's routers, clients and loop are cyclic garbage:
+                    # collected here, not by a pause in the middle of this burst.
+                    gc.collect()
                     if front == "async":
                         numbers = env.pool.take(sizes.f11_tasks)
-                        got = asyncio.run(_async_burst(url, key, numbers, deliveries))
+                        with pauses[(front, vendor)]:
+                            got = asyncio.run(_async_burst(url, key, numbers, deliveries))
                     else:
                         numbers = env.pool.take(sizes.f11_threads)
-                        got = _sync_burst(url, key, numbers, deliveries)
+                        with pauses[(front, vendor)]:
+                            got = _sync_burst(url, key, numbers, deliveries)
                     sends[(front, vendor)].extend(got)
                     delivered[(front, vendor)] += deliveries.count
         finally:
             hang.control(fault=None)
         drip_counts = {"served": drip.served, "completed": drip.completed}
 
-    summary = {f"{f}_{v}": _summary(sends[(f, v)], delivered[(f, v)]) for f, v in labels}
+    summary = {
+        f"{f}_{v}": {
+            **_summary(sends[(f, v)], delivered[(f, v)]),
+            "gc_during_bursts": pauses[(f, v)].summary(),
+        }
+        for f, v in labels
+    }
     measures = []
     for (front, vendor), label in labels.items():
         if front == "async" and missing is not None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import time
@@ -241,6 +242,7 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
                     else sizes.f9_async_numbers[c]
                 )
                 warm, numbers = env.pool.take(2 * c), env.pool.take(count)
+                gc.collect()  # the last run's router, client and loop, outside this run
                 if variant == "sync_router":
                     run = _sync_router_run(server, warm, numbers, c)
                 elif variant == "async_router":
