@@ -26,7 +26,8 @@ is counted (aim 0); the deadline itself is figure 11's subject.
 
 ``--plot [PATH]`` draws requests per second against concurrency for the
 three variants (matplotlib, Agg) to PATH (default
-benchmarks/results/throughput.png).
+benchmarks/results/throughput.png; with ``--quick``, a file in the temp
+directory, like its JSON).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import asyncio
 import gc
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,8 @@ F9_DEADLINE = 2.0  # long enough that no route falls back: this figure counts lo
 F9_SPEEDUP = 3.0  # AsyncRouter at its best vs Router at its best
 F9_VS_BARE = 0.70  # AsyncRouter vs bare aiohttp at the same concurrency
 DEFAULT_PLOT = HERE / "results" / "throughput.png"
+# The quick mode's sizes say nothing: never over the full run's committed plot.
+QUICK_PLOT = Path(tempfile.gettempdir()) / "smsroute-bench-quick-throughput.png"
 
 Server = AioProcessServer | AioThreadServer
 
@@ -100,7 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=DEFAULT_PLOT,
         type=Path,
         metavar="PATH",
-        help=f"with figure 9: draw its throughput against concurrency (default {DEFAULT_PLOT})",
+        help=(
+            "with figure 9: draw its throughput against concurrency as a PNG "
+            f"(default {DEFAULT_PLOT}; with --quick, {QUICK_PLOT})"
+        ),
     )
 
 
@@ -334,6 +341,8 @@ def _maybe_plot(env: Env, fig: dict[str, Any]) -> None:
     path = env.options.get("plot")
     if path is None:
         return
+    if env.quick and path == DEFAULT_PLOT:
+        path = QUICK_PLOT
     fig["context"]["plot"] = str(path)
     why = None
     if optional("matplotlib") is None:
