@@ -59,7 +59,7 @@ class DripServer:
     writes head and body one byte every ``interval`` seconds: the vendor
     behind a sick proxy. Each read the client makes gets a byte well within
     any per-read timeout, so only a deadline over the whole response ends
-    the wait; a full answer takes ~25 s. Whatever was sent, a connection is
+    the wait; a full answer takes ~26 s. Whatever was sent, a connection is
     closed after ``cap`` seconds, so that nothing waits on it longer.
 
     Runs its own event loop on a daemon thread for the length of a ``with``

@@ -39,6 +39,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ F9_LATENCY = 0.010  # the vendor's latency, seconds
 F9_DEADLINE = 2.0  # long enough that no route falls back: this figure counts lookups
 F9_SPEEDUP = 3.0  # AsyncRouter at its best vs Router at its best
 F9_VS_BARE = 0.70  # AsyncRouter vs bare aiohttp at the same concurrency
+F9_RUN_LIMIT = 600.0  # seconds one asyncio run may take before the figure gives up
 DEFAULT_PLOT = HERE / "results" / "throughput.png"
 # The quick mode's sizes say nothing: never over the full run's committed plot.
 QUICK_PLOT = Path(tempfile.gettempdir()) / "smsroute-bench-quick-throughput.png"
@@ -197,6 +199,11 @@ def _sync_router_run(
     return record
 
 
+async def _bounded(run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Return the run's record, or raise TimeoutError past F9_RUN_LIMIT (a hung vendor)."""
+    return await asyncio.wait_for(run, F9_RUN_LIMIT)
+
+
 # -- the figure ------------------------------------------------------------------------
 
 
@@ -253,9 +260,9 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
                 if variant == "sync_router":
                     run = _sync_router_run(server, warm, numbers, c)
                 elif variant == "async_router":
-                    run = asyncio.run(_async_router_run(server, warm, numbers, c))
+                    run = asyncio.run(_bounded(_async_router_run(server, warm, numbers, c)))
                 else:
-                    run = asyncio.run(_bare_run(server, warm, numbers, c))
+                    run = asyncio.run(_bounded(_bare_run(server, warm, numbers, c)))
                 runs[(variant, c)].append(run)
                 this_round[(variant, c)] = run["per_second"]
             best_async = max(v for (name, _), v in this_round.items() if name == "async_router")
