@@ -1,16 +1,20 @@
-"""What the figures share: statistics, the figure and measure shapes, numbers, the fake vendor.
+"""What the figures share: statistics, the figure and measure shapes, numbers, the fake vendors.
 
 Every figure module (benchmarks/figures/) builds its result with
 ``figure()`` from ``check()`` and ``skipped()`` measures, deals numbers out
-of ``Env.pool`` and talks to the fake vendor through ``Env.server``, so that
-all figures measure the same way: variants side by side in one run, their
-order ``rotated()`` round by round, medians and nearest-rank percentiles.
-run.py uses ``machine()`` and ``versions()`` for the JSON's context.
+of ``Env.pool`` and talks to the fake vendor through ``Env.server`` (the
+threaded FakeCarrierServer) or ``Env.aio_server`` (AsyncFakeCarrierServer,
+for the asyncio figures), so that all figures measure the same way: variants
+side by side in one run, their order ``rotated()`` round by round, medians
+and nearest-rank percentiles. run.py uses ``machine()`` and ``versions()``
+for the JSON's context. What only the asyncio figures share (the dripping
+vendor, an async in-process client) is in aioharness.py.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import itertools
 import json
@@ -28,18 +32,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import smsroute
 from smsroute import Carrier, CarrierClient, CarrierInfo, __version__, segments
 from smsroute.testing import FakeCarrierServer, VendorSimulator
 
 __all__ = [
+    "BENCH_APIKEY",
     "HERE",
+    "AioProcessServer",
+    "AioThreadServer",
     "Deliveries",
     "Env",
+    "GcPauses",
     "NumberPool",
     "ProcessServer",
     "SimClient",
     "ThreadServer",
     "check",
+    "child_environment",
+    "ensure_open_files",
     "figure",
     "gateways",
     "machine",
@@ -53,6 +64,8 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
+BENCH_APIKEY = "bench-apikey"  # the asyncio fake vendor's key (a fake: nothing to hide)
+_BALANCE = 10**12  # no benchmark can spend it: figure 9 alone sends 100,000+ queries
 
 
 # -- statistics and the result shapes -----------------------------------------
@@ -124,6 +137,47 @@ def figure(
         "note": note,
         "context": context,
     }
+
+
+class GcPauses:
+    """Count the cyclic collector's runs and time its pauses while inside ``with``.
+
+    Enter it around each timed part of a variant (it accumulates): on an
+    event loop a collection stops every task at once, so a gen-2 pause lands
+    on every deadline in flight. ``summary()`` gives runs, total and longest
+    pause by generation.
+    """
+
+    def __init__(self) -> None:
+        self._runs = [0, 0, 0]
+        self._seconds = [0.0, 0.0, 0.0]
+        self._longest = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = int(info["generation"])
+        self._runs[generation] += 1
+        self._seconds[generation] += pause
+        self._longest = max(self._longest, pause)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        """Return runs and pause milliseconds by generation, and the longest pause."""
+        return {
+            "runs": list(self._runs),
+            "ms": [round(s * 1e3, 2) for s in self._seconds],
+            "longest_ms": round(self._longest * 1e3, 2),
+        }
 
 
 # -- numbers, gateways, an in-process client ----------------------------------
@@ -225,6 +279,7 @@ class ProcessServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=child_environment(),
         )
         hello = self._read()
         self.url: str = hello["url"]
@@ -283,6 +338,137 @@ class ThreadServer:
         self._server.stop()
 
 
+def child_environment() -> dict[str, str]:
+    """Return this process's environment with the imported smsroute first on PYTHONPATH.
+
+    A fake vendor in a child process then runs the same smsroute as the
+    benchmark, whatever an installed copy in the venv says.
+    """
+    env = dict(os.environ)
+    root = str(Path(smsroute.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def ensure_open_files(count: int) -> None:
+    """Raise this process's soft limit on open files to ``count`` if it is lower (and may be).
+
+    Figure 9 holds a connection per concurrent route (1,024 at most), and the
+    fake vendor in a child process, which inherits the limit, as many.
+    """
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < count:
+            limit = count if hard == resource.RLIM_INFINITY else min(count, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+class AioProcessServer:
+    """AsyncFakeCarrierServer in a child process (``python -m smsroute.testing.aio_server``).
+
+    The asyncio fake answers from one event loop, so at thousands of lookups
+    a second it costs a fraction of the threaded server's CPU per request,
+    and in its own process it does not share the client's GIL: the asyncio
+    figures measure the client, not the fake. ``control()`` returns the
+    child's counters, ``served`` and ``cpu`` (its process CPU seconds) among them.
+    """
+
+    kind = "process"
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smsroute.testing.aio_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--apikey",
+                BENCH_APIKEY,
+                "--balance",
+                str(_BALANCE),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_environment(),
+        )
+        assert self._proc.stdout is not None
+        url = self._proc.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            self.close()
+            raise RuntimeError(f"the asyncio fake vendor did not start (said {url!r})")
+        self.url: str = url
+        self.apikey = BENCH_APIKEY
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        """Apply changes (latency, fault) and return the counters (served, paid, cpu ...)."""
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(changes) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the asyncio fake vendor exited")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise ValueError(f"the asyncio fake vendor refused {changes}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        """Stop the child (end of its input) and wait for it."""
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class AioThreadServer:
+    """AsyncFakeCarrierServer on its own loop in a thread of this process (``--server thread``).
+
+    Its ``cpu`` is the serving thread's CPU time; the benchmark's process
+    time includes it, so the client's CPU per call reads high in this mode.
+    """
+
+    kind = "thread"
+
+    def __init__(self) -> None:
+        from smsroute.testing import AsyncFakeCarrierServer
+
+        self._server = AsyncFakeCarrierServer(apikey=BENCH_APIKEY, balance=_BALANCE)
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(self._server.in_thread())
+        self.url: str = self._server.url
+        self.apikey = BENCH_APIKEY
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        """Apply changes (latency, fault) and return the counters, as the child's are."""
+        if "latency" in changes:
+            self._server.latency = float(changes["latency"])
+        if "fault" in changes:
+            self._server.fault = changes["fault"]
+        return {
+            "served": self._server.served,
+            "paid": self._server.paid,
+            "carrier_calls": self._server.carrier_calls,
+            "fault": self._server.fault,
+            "latency": self._server.latency,
+            "cpu": self._server.cpu_seconds(),
+        }
+
+    def close(self) -> None:
+        """Stop the server and its loop."""
+        self._stack.close()
+
+
 class Env:
     """What the figures share: the number pool, the (lazily started) server, the options.
 
@@ -298,6 +484,7 @@ class Env:
         self.pool = NumberPool()
         self._server_kind = server_kind
         self._server: ProcessServer | ThreadServer | None = None
+        self._aio_server: AioProcessServer | AioThreadServer | None = None
 
     @property
     def server(self) -> ProcessServer | ThreadServer:
@@ -306,14 +493,27 @@ class Env:
             self._server = ProcessServer() if self._server_kind == "process" else ThreadServer()
         return self._server
 
+    @property
+    def aio_server(self) -> AioProcessServer | AioThreadServer:
+        """Return the asyncio fake vendor, starting it on first use (a child, or ``thread``)."""
+        if self._aio_server is None:
+            self._aio_server = (
+                AioProcessServer() if self._server_kind == "process" else AioThreadServer()
+            )
+        return self._aio_server
+
     def client(self, **kwargs: Any) -> CarrierClient:
         """Return a CarrierClient of the fake vendor."""
         return CarrierClient(self.server.apikey, base_url=self.server.url, **kwargs)
 
     def close(self) -> None:
-        """Stop the server if it was started."""
-        if self._server is not None:
-            self._server.close()
+        """Stop the servers that were started."""
+        try:
+            if self._server is not None:
+                self._server.close()
+        finally:
+            if self._aio_server is not None:
+                self._aio_server.close()
 
 
 # -- redis-server --------------------------------------------------------------
@@ -390,7 +590,7 @@ def versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"smsroute": __version__}
-    for name in ("requests", "urllib3", "phone", "phonenumbers", "redis"):
+    for name in ("requests", "urllib3", "aiohttp", "phone", "phonenumbers", "redis", "matplotlib"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -1,4 +1,4 @@
-"""smsroute benchmarks: every figure of issue 6, in one command.
+"""smsroute benchmarks: every figure of issue 6 and of the asyncio front end, in one command.
 
 ::
 
@@ -9,10 +9,11 @@
 Every figure is a ratio (or a count) measured side by side in the same run:
 the compared variants alternate round by round and the medians are taken,
 because the machine is shared and noisy. Absolute times are printed for
-context only. The fake vendor (smsroute.testing.FakeCarrierServer) runs on
-127.0.0.1 in a child process (benchmarks/_server.py) so that it does not
-share the benchmark's GIL; ``--server thread`` runs it in-process instead.
-Nothing else on the network is touched. See benchmarks/README.md.
+context only. The fake vendors (smsroute.testing.FakeCarrierServer, and
+AsyncFakeCarrierServer for the asyncio figures 8-11) run on 127.0.0.1 in
+child processes so that they do not share the benchmark's GIL; ``--server
+thread`` runs them in-process instead. Nothing else on the network is
+touched. See benchmarks/README.md.
 
 This file only runs them: the figures are benchmarks/figures/fig*.py,
 registered in benchmarks/figures/__init__.py, and what they share is

@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
+FIGURES = range(1, 12)  # 1-7 on threads; 8-11 the asyncio front end
 
 
 def _no_constants(name: str) -> object:
@@ -22,7 +23,7 @@ def _no_constants(name: str) -> object:
 
 
 def test_quick_mode_writes_every_figure(tmp_path):
-    """``run.py --quick --json PATH`` exits 0 and writes figures 1-7, each well-formed."""
+    """``run.py --quick --json PATH`` exits 0 and writes figures 1-11, each well-formed."""
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -38,7 +39,7 @@ def test_quick_mode_writes_every_figure(tmp_path):
     assert data["mode"] == "quick"
     assert isinstance(data["met"], bool)
     assert data["machine"]["python"]
-    assert set(data["figures"]) == {str(n) for n in range(1, 8)}
+    assert set(data["figures"]) == {str(n) for n in FIGURES}
     for number, fig in data["figures"].items():
         assert fig["title"], number
         assert isinstance(fig["met"], bool), number
@@ -50,7 +51,7 @@ def test_quick_mode_writes_every_figure(tmp_path):
             assert isinstance(m["aim"], str), number
             assert m["aim"], number
             assert isinstance(m["met"], bool), number
-            if m.get("skipped"):  # e.g. figure 1 without the bench extra installed
+            if m.get("skipped"):  # figure 1 without the bench extra, 8-11 without aiohttp
                 assert m["value"] is None, number
             else:
                 assert isinstance(m["value"], (int, float)), (number, m)
@@ -73,3 +74,26 @@ def test_only_runs_the_chosen_figures(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text(encoding="utf-8"), parse_constant=_no_constants)
     assert set(data["figures"]) == {"4", "7"}
+
+
+def test_plot_writes_a_png_or_says_why_not(tmp_path):
+    """``--plot PATH`` with figure 9 writes a PNG, or says in one line that it cannot."""
+    out, png = tmp_path / "nine.json", tmp_path / "throughput.png"
+    args = ["--quick", "--only", "9", "--json", str(out), "--plot", str(png)]
+    proc = subprocess.run(
+        [sys.executable, str(RUN), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = [line for line in proc.stdout.splitlines() if line.startswith("--plot:")]
+    assert len(said) == 1, proc.stdout
+    data = json.loads(out.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    if "matplotlib" in said[0]:
+        assert not png.exists()
+        assert data["figures"]["9"]["context"]["plot"] is None
+    else:
+        assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), said

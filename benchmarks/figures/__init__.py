@@ -37,6 +37,10 @@ FIGURES: dict[int, str] = {
     5: "fig5_zipf_traffic",
     6: "fig6_outage",
     7: "fig7_memory",
+    8: "fig8_async_hit",
+    9: "fig9_async_throughput",
+    10: "fig10_async_single_flight",
+    11: "fig11_slow_vendor",
 }
 
 
