@@ -24,7 +24,7 @@ from tenacity import (
     retry_if_exception,
 )
 
-from smsroute._log import get_logger, install_redaction
+from smsroute._log import debug_enabled, get_logger, install_redaction
 from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
@@ -251,16 +251,17 @@ class CarrierClient:
                 billed["maybe_billed"] = True
             raise
         finally:
-            _log.debug(
-                "client.call",
-                endpoint=endpoint,
-                mobile=masked or None,
-                code=code,
-                error=error,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-                attempt=attempt,
-                **billed,
-            )
+            if debug_enabled():
+                _log.debug(
+                    "client.call",
+                    endpoint=endpoint,
+                    mobile=masked or None,
+                    code=code,
+                    error=error,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    attempt=attempt,
+                    **billed,
+                )
 
     def _template(self, endpoint: str) -> requests.PreparedRequest:
         headers = {}

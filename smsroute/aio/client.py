@@ -30,7 +30,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception
 from yarl import URL
 
-from smsroute._log import get_logger
+from smsroute._log import debug_enabled, get_logger
 from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
@@ -213,15 +213,16 @@ class AsyncCarrierClient:
             code = getattr(exc, "code", None)
             raise
         finally:
-            _log.debug(
-                "client.call",
-                endpoint=endpoint,
-                mobile=masked or None,
-                code=code,
-                error=error,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-                attempt=attempt,
-            )
+            if debug_enabled():
+                _log.debug(
+                    "client.call",
+                    endpoint=endpoint,
+                    mobile=masked or None,
+                    code=code,
+                    error=error,
+                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    attempt=attempt,
+                )
 
     async def _throttle(self, end: float | None) -> None:
         limiter = self.rate_limit
