@@ -26,6 +26,7 @@ _RES_NOT_FOUND: Final = 7
 NOT_FOUND: Final = _RES_NOT_FOUND << 6
 """The answer code of a number the vendor does not know (code -4): cached briefly."""
 MAX_AREAS: Final = 1 << 16  # China has ~370 prefecture-level areas; a bound against junk
+_PROVINCE_RESERVE: Final = 4096  # past MAX_AREAS, room for provinces alone (34 real ones)
 
 _areas: list[str] = [""]
 _area_ids: dict[str, int] = {"": 0}
@@ -38,12 +39,22 @@ def _area_id(area: str) -> int:
         return i
     with _lock:
         i = _area_ids.get(area)
-        if i is None:
-            if len(_areas) >= MAX_AREAS:
-                return 0  # unknown area rather than unbounded growth
-            i = len(_areas)
-            _areas.append(area)
-            _area_ids[area] = i
+        if i is not None:
+            return i
+        if len(_areas) >= MAX_AREAS:
+            # Full (junk from a vendor): keep the province, which is what
+            # Rule(province=...) reads, so that a route never changes; the
+            # city is dropped. Provinces are few; a reserve bounds junk ones.
+            province = area.partition("-")[0]
+            i = _area_ids.get(province)
+            if i is not None:
+                return i
+            if len(_areas) >= MAX_AREAS + _PROVINCE_RESERVE:
+                return 0
+            area = province
+        i = len(_areas)
+        _areas.append(area)
+        _area_ids[area] = i
         return i
 
 

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from smsroute.carrier import Carrier
+from smsroute.phonetext import mask
 
 __all__ = ["EMPTY", "Balance", "CarrierInfo"]
 
@@ -18,13 +19,20 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 class CarrierInfo:
     """The vendor's answer for one number: where it started and where it is now."""
 
-    mobile: str
+    mobile: str = field(repr=False)
     res: int
     area: str
     initial: Carrier | None
     current: Carrier | None
     raw: Mapping[str, Any] = field(default_factory=lambda: EMPTY, compare=False, repr=False)
     """The vendor's ``result`` object as received (empty for answers rebuilt from a cache)."""
+
+    def __repr__(self) -> str:
+        # The number masked, as in Decision's repr: reprs end up in logs.
+        return (
+            f"CarrierInfo(mobile={mask(self.mobile)!r}, res={self.res}, area={self.area!r}, "
+            f"initial={self.initial!r}, current={self.current!r})"
+        )
 
     @property
     def ported(self) -> bool:

@@ -58,12 +58,20 @@ def test_unknown_area_index_reads_as_empty():
     )
 
 
-def test_area_table_is_bounded(monkeypatch):
-    """Past MAX_AREAS distinct areas a new area encodes as unknown instead of growing the table."""
+def test_area_table_is_bounded_and_keeps_the_province(monkeypatch):
+    """Past MAX_AREAS a new area keeps its province (rules still match) and the table is bounded."""
     monkeypatch.setattr(codec, "MAX_AREAS", len(codec._areas))
     code = codec.encode(CarrierInfo("1", 0, "火星-一号基地", Carrier.MOBILE, Carrier.MOBILE))
-    assert codec.fields(code)[3] == ""
+    assert codec.fields(code)[3] == "火星"
     assert "火星-一号基地" not in codec._area_ids
+    from smsroute import Rule
+    from smsroute.core.policy import RoutingPolicy
+
+    policy = RoutingPolicy({"移动": "m"}, rules=(Rule("mars", province="火星"),))
+    assert policy.route(code).gateway == "mars"
+    monkeypatch.setattr(codec, "_PROVINCE_RESERVE", 0)
+    junk = codec.encode(CarrierInfo("1", 0, "木星-二号", Carrier.MOBILE, Carrier.MOBILE))
+    assert codec.fields(junk)[3] == ""  # past the reserve too: unknown, never unbounded
 
 
 @pytest.mark.parametrize("area", ["湖北-宜昌", "", "北京", "新疆-伊犁哈萨克自治州"])

@@ -38,6 +38,7 @@ __all__ = [
     "Judgement",
     "blame",
     "check_answer",
+    "error_label",
     "is_retryable",
     "is_transient",
     "judge_error",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 RETRYABLE: Final = (ServiceError, TransportError)
+KNOWN_CODES: Final = frozenset({1, -1, -2, -3, -4, -5, -8, -9})
+"""The vendor's documented codes: counted under their own label, any other as ``other``."""
 # Nothing succeeds after these until a person acts: open at once and alert.
 HARD: Final = (Unauthorized, BalanceExhausted)
 CIRCUIT_OPEN: Final = "circuit open"
@@ -125,7 +128,7 @@ def judge_error(exc: Exception) -> Judgement:
         # so that the next send of the number does not buy it again.
         return Judgement(exc, True, True, "unusable")
     if isinstance(exc, LookupFailed):
-        return Judgement(exc, True, False, str(getattr(exc, "code", type(exc).__name__)))
+        return Judgement(exc, True, False, error_label(exc))
     if isinstance(exc, InvalidNumber):
         # The client refused the number before asking (its segment table is
         # older than the router's): no call was made, the upstream is not at
@@ -136,6 +139,18 @@ def judge_error(exc: Exception) -> Judgement:
     wrapped = TransportError(f"the client raised {type(exc).__name__}")
     wrapped.__cause__ = exc
     return Judgement(wrapped, True, False, type(exc).__name__)
+
+
+def error_label(exc: BaseException) -> str:
+    """Return the stats label of an error: its vendor code if documented, else ``other``.
+
+    Bounded: a vendor that invents a code per request must not grow stats()
+    and Prometheus by a series per code.
+    """
+    code = getattr(exc, "code", None)
+    if code is None:
+        return type(exc).__name__
+    return str(code) if code in KNOWN_CODES else "other"
 
 
 def check_answer(info: object) -> CarrierInfo:
@@ -173,7 +188,10 @@ def reason(exc: BaseException | None) -> str:
     code = getattr(exc, "code", None)
     name = type(exc).__name__
     text = str(exc)
-    return f"{name} {code}: {text}" if code is not None else f"{name}: {text}"
+    if code is None:
+        return f"{name}: {text}"
+    # The label before the colon is what stats count: bounded like error_label().
+    return f"{name} {code if code in KNOWN_CODES else 'other'}: {text}"
 
 
 def reason_key(text: str) -> str:
