@@ -98,6 +98,7 @@ class BaseRouter:
         self.breaker = breaker
         self._upstream_calls = Tally()
         self._coalesced = Tally()
+        self._reroutes = Tally()
         # Decisions counted by (source, operator): a hit bumps the counter its
         # memo entry carries, so counting by operator costs the hot path nothing.
         self._by: dict[tuple[Source, Carrier | None], Tally] = {
@@ -296,6 +297,7 @@ class BaseRouter:
             ((key, tally.value) for key, tally in self._by.items()),
             upstream_calls=self._upstream_calls.value,
             coalesced=self._coalesced.value,
+            reroutes=self._reroutes.value,
             errors=errors,
             fallback_reasons=reasons,
             breaker=self.breaker.state,

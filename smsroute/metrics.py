@@ -143,6 +143,12 @@ class PrometheusCollector:
             value=s["coalesced"] if reading else None,
         )
 
+        yield CounterMetricFamily(
+            f"{ns}_reroutes",
+            "Sends a gateway refused as not its own (WrongCarrier), routed again.",
+            value=s["reroutes"] if reading else None,
+        )
+
         errors = CounterMetricFamily(
             f"{ns}_errors",
             "Lookup and cache errors by vendor code or exception name.",

@@ -295,6 +295,7 @@ class Router(BaseRouter):
         return deliver(decision, call, self._reroute)
 
     def _reroute(self, refused: Decision) -> Decision:
+        self._reroutes.bump()
         mobile = refused.mobile
         end = self._clock() + self.deadline
         fresh = resolve.after_refusal(self._cache_get(mobile, end), refused.answer)

@@ -156,6 +156,7 @@ def test_exposition_parses_and_names_every_family(router, server):
         "smsroute_fallbacks",
         "smsroute_upstream_calls",
         "smsroute_coalesced",
+        "smsroute_reroutes",
         "smsroute_errors",
         "smsroute_upstream_latency_seconds",
         "smsroute_breaker_state",

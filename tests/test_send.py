@@ -140,6 +140,7 @@ def test_wrong_carrier_heals_and_retries_once(clock):
     assert gw[T].calls == [(MOBILE_NO, ("hi",), {})]
     hit = router.route(MOBILE_NO)  # the fresh answer replaced the wrong one
     assert (hit.source, hit.carrier) == ("cache", T)
+    assert router.stats()["reroutes"] == 1
 
 
 def test_wrong_carrier_burst_pays_once(clock):

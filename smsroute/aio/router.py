@@ -391,6 +391,7 @@ class AsyncRouter(BaseRouter):
             return await _resolved(call(fresh))
 
     async def _reroute(self, refused: Decision) -> Decision:
+        self._reroutes.bump()
         mobile = refused.mobile
         end = self._clock() + self.deadline
         fresh = resolve.after_refusal(await self._cache_op("get", mobile, end=end), refused.answer)

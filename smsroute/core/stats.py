@@ -52,6 +52,8 @@ class RouterStats(TypedDict):
     upstream_calls: int
     coalesced: int
     """Misses that followed another caller's lookup of the same number."""
+    reroutes: int
+    """Sends a gateway refused as not its own (WrongCarrier) and that were routed again."""
     errors: dict[str, int]
     """Failures by vendor code or exception name; ``cache`` for cache I/O."""
     fallback_reasons: dict[str, int]
@@ -102,6 +104,7 @@ def build_stats(
     upstream_calls: int,
     coalesced: int,
     errors: Mapping[str, int],
+    reroutes: int = 0,
     fallback_reasons: Mapping[str, int],
     breaker: str,
     breaker_opened: int,
@@ -124,6 +127,7 @@ def build_stats(
         "misses": sum(decisions.values()) - decisions["cache"],
         "upstream_calls": upstream_calls,
         "coalesced": coalesced,
+        "reroutes": reroutes,
         "errors": dict(errors),
         "fallback_reasons": dict(fallback_reasons),
         "breaker": breaker,
