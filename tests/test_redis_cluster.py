@@ -174,3 +174,15 @@ def made_cluster() -> Iterator[object]:
     yield keep
     for cache in caches:
         cache.close()
+
+
+def test_rate_limit_on_the_cluster(cluster):
+    """RedisRateLimit(cluster=True) takes tokens from one bucket key on one master."""
+    from smsroute.redis_ratelimit import RedisRateLimit
+
+    limiter = RedisRateLimit(cluster.url, 10, burst=2, cluster=True, key="cl:{ratelimit}")
+    try:
+        assert [limiter.reserve(0.0) for _ in range(3)] == [0.0, 0.0, None]
+        assert limiter.stats()["errors"] == 0
+    finally:
+        limiter.close()
