@@ -131,3 +131,25 @@ def test_bad_arguments_are_refused():
     for kwargs in ({"qps": 0}, {"qps": 10, "burst": 0.5}, {"qps": 10, "local_share": 0}):
         with pytest.raises(ValueError):
             RedisRateLimit("redis://127.0.0.1:1/0", **kwargs)
+
+
+def test_carrier_client_takes_the_fleet_limit(redis_server, key):
+    """CarrierClient(rate_limit=RedisRateLimit) spreads calls and throttles past the budget."""
+    from smsroute.client import CarrierClient
+    from smsroute.testing import FakeCarrierServer
+
+    limit = RedisRateLimit(redis_server.url, 20, burst=1, key=key)
+    with (
+        FakeCarrierServer() as server,
+        CarrierClient(server.apikey, base_url=server.url, rate_limit=limit) as client,
+    ):
+        started = time.perf_counter()
+        for i in range(4):
+            client.lookup(f"1390000{i:04d}", timeout=2.0)
+        assert time.perf_counter() - started >= 3 / 20 - 0.02
+        for _ in range(20):
+            limit.reserve(10.0)  # the next second is taken, fleet-wide
+        with pytest.raises(Throttled):
+            client.lookup("13900009999", timeout=0.1)
+        assert server.carrier_calls == 4
+    limit.close()
