@@ -11,8 +11,8 @@ so it runs as it is on a Redis Cluster.
 Redis must not fail a send here either. When it cannot be reached (or
 answers with an error) the limiter falls back to a local RateLimit of
 ``qps * local_share`` tokens a second, logs one warning for the outage
-(``ratelimit.redis.down``) and asks Redis again after ``backoff`` seconds;
-the first success logs ``ratelimit.redis.up``. Set ``local_share`` to about
+(``cache.redis.down`` with ``op="ratelimit"``) and asks Redis again after
+``backoff`` seconds; the first success logs ``cache.redis.up``. Set ``local_share`` to about
 1 / the number of workers: the fleet then stays near its limit during an
 outage (the default, 1/4, suits four workers; fewer under-use it).
 
@@ -167,17 +167,20 @@ class RedisRateLimit:
             reply = self._take(keys=[self.key], args=[self.qps, self.burst, max(0.0, max_wait)])
         except Exception as exc:  # noqa: BLE001 - Redis must never fail a send
             if self._health.failed(started):
+                # The caches' event with op="ratelimit": an outage of Redis is
+                # one event for operators, whichever user of Redis saw it.
                 _log.warning(
-                    "ratelimit.redis.down",
+                    "cache.redis.down",
+                    op="ratelimit",
                     error=type(exc).__name__,
                     detail=str(exc)[:120],
-                    local_qps=self._local.qps,
+                    backoff=self._health.backoff,
                 )
             self._counts.bump("local")
             return self._local.reserve(max_wait)
         errors = self._health.succeeded()
         if errors is not None:
-            _log.info("ratelimit.redis.up", errors=errors)
+            _log.info("cache.redis.up", op="ratelimit", errors=errors)
         if reply is None:
             self._counts.bump("refused")
             return None

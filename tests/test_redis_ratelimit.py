@@ -115,11 +115,11 @@ def test_redis_down_falls_back_to_a_local_share_with_one_warning(caplog):
             time.sleep(0.06)  # past the back-off
             assert limiter.reserve(0.0) == 0.0
         assert limiter.available
-        events = [r.getMessage() for r in caplog.records if "ratelimit.redis" in r.getMessage()]
+        events = [r.getMessage() for r in caplog.records if "cache.redis" in r.getMessage()]
         assert len(events) == 2, events
-        assert "event=ratelimit.redis.down" in events[0]
+        assert "event=cache.redis.down op=ratelimit" in events[0]
         assert "level=warning" in events[0]
-        assert "event=ratelimit.redis.up" in events[1]
+        assert "event=cache.redis.up op=ratelimit" in events[1]
         # 10 a second locally (a quarter of 40), burst 1: about 5 in half a second.
         assert 3 <= granted <= 1 + 10 * 0.5 + 1, granted
         assert limiter.stats()["errors"] >= 2  # asked again after each back-off
