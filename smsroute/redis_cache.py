@@ -5,7 +5,7 @@ sits in front of Redis, so the hit path of a hot number never leaves the
 process; its entries stay fresh for only ``near_ttl`` seconds (on the
 monotonic clock), so a worker sees what the fleet changed (a new answer, a
 deletion after WrongCarrier) within that time. Behind it, Redis keeps every
-answer under ``prefix + number`` as compact text::
+answer under ``prefix + "{" + number + "}"`` as compact text::
 
     "1767225600|113湖北-宜昌"    fresh-until (wall-clock seconds) | codec.dumps(answer)
 
@@ -30,8 +30,8 @@ is no outage of reads: the near tier then holds this worker's answers for
 their whole TTL, so it pays no more than it would with a MemoryCache.
 
 Fleet-wide single-flight (:class:`~smsroute.types.SharedFlight`): the worker
-that misses first takes a short lock (``prefix + "lock:" + number``, ``SET NX
-PX``) and asks the upstream; the others poll Redis for its answer within
+that misses first takes a short lock (``prefix + "{" + number + "}:lock"``,
+``SET NX PX``) and asks the upstream; the others poll Redis for its answer within
 their deadline. ``docs/redis.md`` has the whole protocol.
 
 Needs redis-py: ``pip install 'smsroute[redis]'``. One Redis server (or a
