@@ -5,7 +5,7 @@ sits in front of Redis, so the hit path of a hot number never leaves the
 process; its entries stay fresh for only ``near_ttl`` seconds (on the
 monotonic clock), so a worker sees what the fleet changed (a new answer, a
 deletion after WrongCarrier) within that time. Behind it, Redis keeps every
-answer under ``prefix + number`` as compact text::
+answer under ``prefix + "{" + number + "}"`` as compact text::
 
     "1767225600|113湖北-宜昌"    fresh-until (wall-clock seconds) | codec.dumps(answer)
 
@@ -30,18 +30,24 @@ is no outage of reads: the near tier then holds this worker's answers for
 their whole TTL, so it pays no more than it would with a MemoryCache.
 
 Fleet-wide single-flight (:class:`~smsroute.types.SharedFlight`): the worker
-that misses first takes a short lock (``prefix + "lock:" + number``, ``SET NX
-PX``) and asks the upstream; the others poll Redis for its answer within
+that misses first takes a short lock (``prefix + "{" + number + "}:lock"``,
+``SET NX PX``) and asks the upstream; the others poll Redis for its answer within
 their deadline. ``docs/redis.md`` has the whole protocol.
 
-Needs redis-py: ``pip install 'smsroute[redis]'``. A single Redis server (or
-a primary with replicas) is assumed; Redis Cluster is not supported, since
-the lock script touches two keys.
+Needs redis-py: ``pip install 'smsroute[redis]'``. One Redis server (or a
+primary with replicas), or a Redis Cluster: ``RedisCache(url, cluster=True)``
+with the URL of any node, or a ready ``redis.cluster.RedisCluster``. Keys are
+hash-tagged by number (``prefix + "{" + number + "}"``, the lock that plus
+``":lock"``), so a number's answer and lock share a slot and no command ever
+spans two slots.
 
 .. versionadded:: 0.1.0
 .. versionchanged:: 0.2.0
    ``failures``; the near tier runs on ``monotonic``; refused writes are held
    in the near tier; values that are not ours read as misses (``corrupt``).
+.. versionchanged:: 0.3.0
+   ``cluster=True`` and ``RedisCluster`` clients; hash-tagged keys (keys of
+   0.2 are ignored: see docs/redis.md, "Upgrading to hash-tagged keys").
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from smsroute.types import Clock
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
     from redis.retry import Retry
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     redis = None  # type: ignore[assignment]
@@ -72,25 +79,27 @@ __all__ = ["UNLOCKED", "RedisCache"]
 class RedisCache(BaseRedisCache):
     """A CacheBackend and SharedFlight on Redis, with a MemoryCache near tier in front.
 
-    ``url_or_client`` is a ``redis://`` URL or a ready ``redis.Redis`` (whose
-    timeouts and retries are then the caller's: keep them short, a send waits
-    on them). ``ttl``, ``negative_ttl``, ``stale_ttl`` and ``policy`` mean what
-    they mean for MemoryCache. ``near_maxsize`` and ``near_ttl`` size the
-    near tier and bound how long it answers without asking Redis
-    (``near_ttl=0``: every read goes to Redis). ``lock_ttl`` caps how long a
-    fleet claim outlives a worker that died holding it. ``socket_timeout``
-    (and ``connect_timeout``, default the same) bound one Redis command;
-    after ``failures`` consecutive failures Redis is left alone for
-    ``backoff`` seconds. ``clock`` is wall-clock time (answers are shared
-    between hosts); ``monotonic`` times the near tier, the back-off and the
-    single-flight wait, and ``sleep`` is that wait's pause. Thread-safe; one
-    instance per process is enough.
+    ``url_or_client`` is a ``redis://`` URL or a ready ``redis.Redis`` or
+    ``redis.cluster.RedisCluster`` (whose timeouts and retries are then the
+    caller's: keep them short, a send waits on them). ``cluster=True`` reads
+    the URL as any one node of a Redis Cluster. ``ttl``, ``negative_ttl``,
+    ``stale_ttl`` and ``policy`` mean what they mean for MemoryCache.
+    ``near_maxsize`` and ``near_ttl`` size the near tier and bound how long it
+    answers without asking Redis (``near_ttl=0``: every read goes to Redis).
+    ``lock_ttl`` caps how long a fleet claim outlives a worker that died
+    holding it. ``socket_timeout`` (and ``connect_timeout``, default the same)
+    bound one Redis command; after ``failures`` consecutive failures Redis is
+    left alone for ``backoff`` seconds. ``clock`` is wall-clock time (answers
+    are shared between hosts); ``monotonic`` times the near tier, the back-off
+    and the single-flight wait, and ``sleep`` is that wait's pause.
+    Thread-safe; one instance per process is enough.
     """
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | RedisCluster,
         *,
+        cluster: bool = False,
         prefix: str = "smsroute:",
         ttl: float | None = None,
         negative_ttl: float | None = None,
@@ -126,20 +135,35 @@ class RedisCache(BaseRedisCache):
             monotonic=monotonic,
         )
         self._sleep = sleep
+        self._client: redis.Redis | RedisCluster
         if isinstance(url_or_client, str):
             timeout = float(socket_timeout)
-            # from_url does not connect: a cache built while Redis is down is fine.
+            connect = timeout if connect_timeout is None else connect_timeout
             # redis-py's default retry (10 attempts with back-off) would hold a
             # send for seconds on a dead server; one immediate retry on a
             # connection error is kept, so that the first command after a
             # Redis restart reconnects instead of failing.
-            self._client: redis.Redis = redis.Redis.from_url(
-                url_or_client,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout if connect_timeout is None else connect_timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                health_check_interval=0,
-            )
+            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+            if cluster:
+                # RedisCluster asks the node for the slot map now (and raises if
+                # it cannot); it follows MOVED/ASK by itself and, on a
+                # connection error, refreshes the map and retries once.
+                self._client = RedisCluster.from_url(
+                    url_or_client,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=connect,
+                    retry=retry,
+                    health_check_interval=0,
+                )
+            else:
+                # from_url does not connect: a cache built while Redis is down is fine.
+                self._client = redis.Redis.from_url(
+                    url_or_client,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=connect,
+                    retry=retry,
+                    health_check_interval=0,
+                )
             self._owns_client = True
         else:
             self._client = url_or_client
@@ -222,6 +246,8 @@ class RedisCache(BaseRedisCache):
         while not self._resting():
             started = self._now()
             try:
+                # One MGET of two keys is fine on a cluster: both carry the
+                # number's hash tag, so they share a slot (keys()).
                 raw, held = self._client.mget(key, lock)
             except Exception as exc:  # noqa: BLE001 - Redis must never fail a send
                 self._failed("wait", exc, started, write=False)
@@ -256,7 +282,7 @@ class RedisCache(BaseRedisCache):
     # -- lifetime ---------------------------------------------------------------------
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> redis.Redis | RedisCluster:
         """Return the redis-py client."""
         return self._client
 

@@ -52,6 +52,7 @@ __all__ = [
     "UNLOCKED",
     "BaseRedisCache",
     "Poll",
+    "check_prefix",
     "dump_value",
     "expiry",
     "keys",
@@ -87,7 +88,8 @@ STATS: Final = (
 # answer in the same atomic step closes the window in which a worker missed,
 # the leader stored its answer and released, and the worker then took a new
 # lock and paid again. KEYS: answer, lock. ARGV: token, lock PX in ms, now
-# (whole wall-clock seconds). The head is read as parse_value reads it
+# (whole wall-clock seconds). Both KEYS carry the number's hash tag, so they
+# share a cluster slot (see keys()). The head is read as parse_value reads it
 # (ASCII digits, at most 12), so a value that is not ours never looks fresh.
 CLAIM_LUA: Final = """
 local v = redis.call('GET', KEYS[1])
@@ -116,10 +118,25 @@ return 0
 def keys(prefix: str, number: str) -> tuple[str, str]:
     """Return the answer key and the lock key of ``number`` under ``prefix``.
 
-    The one place keys are built: hash-tagged keys for Redis Cluster
-    (``prefix{number}``, ``prefix lock:{number}``) would change only this.
+    The one place keys are built. The number is a Redis Cluster hash tag
+    (``smsroute:{13800138000}`` and ``smsroute:{13800138000}:lock``): only the
+    part in braces picks the slot, so a number's answer and its lock always
+    share a slot, which the claim script (two KEYS) and wait()'s MGET need,
+    while different numbers spread over every master.
     """
-    return prefix + number, prefix + "lock:" + number
+    tagged = prefix + "{" + number + "}"
+    return tagged, tagged + ":lock"
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` when it may head our keys; raise ValueError when it holds a brace.
+
+    Redis Cluster hashes the first ``{...}`` of a key: a brace in the prefix
+    would move every key into one slot (or split a number from its lock).
+    """
+    if "{" in prefix or "}" in prefix:
+        raise ValueError(f"prefix must not contain '{{' or '}}' (Redis hash tags): {prefix!r}")
+    return prefix
 
 
 def dump_value(answer: int, until: int) -> str:
@@ -212,7 +229,7 @@ class BaseRedisCache:
         if near_ttl < 0 or lock_ttl <= 0 or backoff < 0 or failures < 1:
             raise ValueError("near_ttl and backoff must be >= 0, lock_ttl > 0, failures >= 1")
         self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.near_ttl = float(near_ttl)
         self.lock_ttl = float(lock_ttl)
         self.backoff = float(backoff)

@@ -28,6 +28,7 @@ from smsroute.aio.redis_cache import UNLOCKED, AsyncRedisCache
 from smsroute.aio.types import AsyncCacheBackend, AsyncSharedFlight
 from smsroute.cache import MemoryCache
 from smsroute.redis_cache import RedisCache
+from smsroute.redis_protocol import keys
 from smsroute.testing import FakeClock
 
 pytestmark = pytest.mark.redis
@@ -155,7 +156,7 @@ def test_sync_and_async_workers_share_answers(redis_server, prefix):
 def test_sync_and_async_workers_share_claims(redis_server, raw, prefix):
     """A claim taken by one kind of worker is refused to the other; release goes by token."""
     sync = RedisCache(redis_server.url, prefix=prefix)
-    lock = prefix + "lock:" + MOBILE_NO
+    lock = keys(prefix, MOBILE_NO)[1]
 
     async def body() -> None:
         async with AsyncRedisCache(redis_server.url, prefix=prefix) as aio:
@@ -217,7 +218,7 @@ def test_many_tasks_hold_different_claims_at_once(redis_server, raw, prefix):
             tokens = await asyncio.gather(*(cache.claim(n, 5.0) for n in numbers))
             assert all(t not in (None, UNLOCKED) for t in tokens)
             assert len(set(tokens)) == 50
-            assert raw.exists(*(prefix + "lock:" + n for n in numbers)) == 50
+            assert raw.exists(*(keys(prefix, n)[1] for n in numbers)) == 50
             # Same number from many tasks: exactly one wins.
             rivals = await asyncio.gather(*(cache.claim(TELECOM_NO, 5.0) for _ in range(20)))
             winners = [t for t in rivals if t is not None]
@@ -225,7 +226,7 @@ def test_many_tasks_hold_different_claims_at_once(redis_server, raw, prefix):
             pairs = zip(numbers, tokens, strict=True)
             await asyncio.gather(*(cache.release(n, t) for n, t in pairs))
             await cache.release(TELECOM_NO, winners[0])
-            assert raw.exists(*(prefix + "lock:" + n for n in [*numbers, TELECOM_NO])) == 0
+            assert raw.exists(*(keys(prefix, n)[1] for n in [*numbers, TELECOM_NO])) == 0
 
     run(body)
 
@@ -268,7 +269,7 @@ def test_garbage_value_reads_as_a_miss(redis_server, raw, prefix, junk):
             assert cache.stats()["corrupt"] == 2
             assert cache.errors == 0
 
-    raw.set(prefix + MOBILE_NO, junk)
+    raw.set(keys(prefix, MOBILE_NO)[0], junk)
     run(body)
 
 

@@ -24,6 +24,7 @@ from smsroute.carrier import Carrier
 from smsroute.client import CarrierClient
 from smsroute.models import CarrierInfo
 from smsroute.redis_cache import UNLOCKED, RedisCache
+from smsroute.redis_protocol import keys
 from smsroute.routing import Decision, Router
 from smsroute.testing import FakeCarrierServer, FakeClock
 
@@ -97,9 +98,9 @@ def test_value_is_compact_text_under_the_prefix(redis_server, raw, prefix, made)
     made.append(cache)
     cache.set(MOBILE_NO, PORTED)
     fresh_until = int(1_767_225_000 + cache.policy.ttl) + 1
-    assert raw.get(prefix + MOBILE_NO) == f"{fresh_until}|113湖北-宜昌".encode()
+    assert raw.get(keys(prefix, MOBILE_NO)[0]) == f"{fresh_until}|113湖北-宜昌".encode()
     keep_ms = (fresh_until - 1_767_225_000 + cache.policy.stale_ttl) * 1000
-    assert keep_ms - 5000 < raw.pttl(prefix + MOBILE_NO) <= keep_ms
+    assert keep_ms - 5000 < raw.pttl(keys(prefix, MOBILE_NO)[0]) <= keep_ms
 
 
 def test_negative_expires_after_negative_ttl(redis_server, raw, prefix, made):
@@ -107,8 +108,8 @@ def test_negative_expires_after_negative_ttl(redis_server, raw, prefix, made):
     cache = RedisCache(redis_server.url, prefix=prefix, negative_ttl=NEGATIVE_TTL)
     made.append(cache)
     cache.set(MOBILE_NO, codec.NOT_FOUND)
-    assert raw.get(prefix + MOBILE_NO).endswith(b"|N")
-    assert 0 < raw.pttl(prefix + MOBILE_NO) <= (NEGATIVE_TTL + 1) * 1000
+    assert raw.get(keys(prefix, MOBILE_NO)[0]).endswith(b"|N")
+    assert 0 < raw.pttl(keys(prefix, MOBILE_NO)[0]) <= (NEGATIVE_TTL + 1) * 1000
 
 
 # Values something else may leave under our keys; each used to raise or misread.
@@ -131,7 +132,7 @@ def test_garbage_value_reads_as_a_miss(redis_server, raw, prefix, made, junk):
     """get() and wait() read a value that is not ours as a miss, count it, and never raise."""
     cache = RedisCache(redis_server.url, prefix=prefix)
     made.append(cache)
-    raw.set(prefix + MOBILE_NO, junk)
+    raw.set(keys(prefix, MOBILE_NO)[0], junk)
     assert cache.get(MOBILE_NO) is None
     assert cache.wait(MOBILE_NO, 0.05) is None
     assert cache.stats()["corrupt"] == 2
@@ -145,14 +146,41 @@ def test_key_of_another_type_reads_as_a_miss(redis_server, raw, prefix, made):
     """A list under our key (WRONGTYPE) is a corrupt value, not an outage: no back-off."""
     cache = RedisCache(redis_server.url, prefix=prefix, failures=1)
     made.append(cache)
-    raw.rpush(prefix + MOBILE_NO, "x")
-    raw.set(prefix + TELECOM_NO, f"{int(time.time()) + 3600}|113湖北-宜昌")
+    raw.rpush(keys(prefix, MOBILE_NO)[0], "x")
+    raw.set(keys(prefix, TELECOM_NO)[0], f"{int(time.time()) + 3600}|113湖北-宜昌")
     for _ in range(3):
         assert cache.get(MOBILE_NO) is None
     assert cache.wait(MOBILE_NO, 0.05) is None
     assert cache.stats()["corrupt"] == 3
     assert cache.available
     assert cache.get(TELECOM_NO) is not None  # Redis is still asked
+
+
+def test_keys_are_hash_tagged_by_number():
+    """A number's answer and lock share one hash tag, the number; the prefix stays in front."""
+    assert keys("smsroute:", "13800138000") == (
+        "smsroute:{13800138000}",
+        "smsroute:{13800138000}:lock",
+    )
+    with pytest.raises(ValueError, match="hash tags"):
+        RedisCache("redis://127.0.0.1:1/0", prefix="app:{x}:")
+
+
+def test_keys_of_before_hash_tags_are_ignored(redis_server, raw, prefix, made):
+    """Keys of 0.2 (``prefix + number``, ``prefix + "lock:" + number``) are never read: misses."""
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    made.append(cache)
+    # An answer and a held lock as a 0.2 worker of the fleet would have left them.
+    raw.set(prefix + MOBILE_NO, f"{int(time.time()) + 3600}|113湖北-宜昌")
+    raw.set(prefix + "lock:" + MOBILE_NO, "old-token", px=5000)
+    assert cache.get(MOBILE_NO) is None
+    assert cache.stats()["redis_misses"] == 1
+    token = cache.claim(MOBILE_NO, 1.0)  # the old lock does not hold the new worker back
+    assert token not in (None, UNLOCKED)
+    cache.set(MOBILE_NO, codec.loads("113湖北-宜昌") or 0)
+    cache.release(MOBILE_NO, token)
+    assert raw.get(prefix + "lock:" + MOBILE_NO) == b"old-token"  # left to expire
+    assert raw.get(keys(prefix, MOBILE_NO)[0]).endswith("|113湖北-宜昌".encode())
 
 
 # -- two tiers ---------------------------------------------------------------------
@@ -438,8 +466,8 @@ def test_restarted_redis_is_used_again(own_server, made):
     assert cache.available
     check = redis.Redis.from_url(own_server.url)
     try:
-        assert check.get("smsroute:" + TELECOM_NO) is not None
-        assert check.get("smsroute:" + MOBILE_NO) is None  # the restart emptied Redis
+        assert check.get(keys("smsroute:", TELECOM_NO)[0]) is not None
+        assert check.get(keys("smsroute:", MOBILE_NO)[0]) is None  # the restart emptied Redis
     finally:
         check.close()
     cache.clear_near()
@@ -540,10 +568,10 @@ def test_release_leaves_another_workers_lock(redis_server, raw, prefix, made):
     made.extend((a, b))
     token_a = a.claim(MOBILE_NO, 1.0)
     assert token_a
-    raw.delete(prefix + "lock:" + MOBILE_NO)  # as if it had expired
+    raw.delete(keys(prefix, MOBILE_NO)[1])  # as if it had expired
     assert b.claim(MOBILE_NO, 1.0)
     a.release(MOBILE_NO, token_a)
-    assert raw.exists(prefix + "lock:" + MOBILE_NO)
+    assert raw.exists(keys(prefix, MOBILE_NO)[1])
     assert not a.claim(MOBILE_NO, 1.0)
 
 
@@ -552,9 +580,9 @@ def test_claim_is_bounded_by_lock_ttl(redis_server, raw, prefix, made):
     cache = RedisCache(redis_server.url, prefix=prefix, lock_ttl=2.0)
     made.append(cache)
     assert cache.claim(MOBILE_NO, 60.0)
-    assert 1000 < raw.pttl(prefix + "lock:" + MOBILE_NO) <= 2000
+    assert 1000 < raw.pttl(keys(prefix, MOBILE_NO)[1]) <= 2000
     assert cache.claim(TELECOM_NO, 0.3)
-    assert 0 < raw.pttl(prefix + "lock:" + TELECOM_NO) <= 300
+    assert 0 < raw.pttl(keys(prefix, TELECOM_NO)[1]) <= 300
 
 
 def test_wait_returns_the_holders_answer(redis_server, prefix, made):

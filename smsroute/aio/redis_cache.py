@@ -13,9 +13,13 @@ router's hot path reads :attr:`AsyncRedisCache.near` directly, without
 awaiting at all. One instance belongs to one event loop (redis.asyncio's
 connections do); many tasks of that loop share it, each with its own claims.
 
-Needs redis-py: ``pip install 'smsroute[redis]'``.
+Needs redis-py: ``pip install 'smsroute[redis]'``. ``cluster=True`` (or a
+ready ``redis.asyncio.cluster.RedisCluster``) serves a Redis Cluster, with
+the hash-tagged keys of :func:`~smsroute.redis_protocol.keys`.
 
 .. versionadded:: 0.2.0
+.. versionchanged:: 0.3.0
+   ``cluster=True`` and ``RedisCluster`` clients; hash-tagged keys.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from smsroute.types import Clock
 try:
     import redis
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
@@ -48,19 +53,22 @@ class AsyncRedisCache(BaseRedisCache):
     """An AsyncCacheBackend and AsyncSharedFlight on Redis, with a MemoryCache near tier in front.
 
     The keywords are RedisCache's: ``url_or_client`` is a ``redis://`` URL or
-    a ready ``redis.asyncio.Redis`` (whose timeouts and retries are then the
-    caller's); ``near_maxsize``/``near_ttl`` the near tier; ``lock_ttl`` caps
-    a fleet claim; ``socket_timeout``/``connect_timeout`` bound one command;
-    after ``failures`` consecutive failures Redis is left alone for
-    ``backoff`` seconds; ``clock`` is wall-clock time, ``monotonic`` times
-    the near tier, the back-off and :meth:`wait`. Use it as ``async with``,
-    or call :meth:`aclose`.
+    a ready ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    (whose timeouts and retries are then the caller's); ``cluster=True`` reads
+    the URL as any one node of a Redis Cluster; ``near_maxsize``/``near_ttl``
+    the near tier; ``lock_ttl`` caps a fleet claim;
+    ``socket_timeout``/``connect_timeout`` bound one command; after
+    ``failures`` consecutive failures Redis is left alone for ``backoff``
+    seconds; ``clock`` is wall-clock time, ``monotonic`` times the near tier,
+    the back-off and :meth:`wait`. Use it as ``async with``, or call
+    :meth:`aclose`.
     """
 
     def __init__(
         self,
-        url_or_client: str | aioredis.Redis,
+        url_or_client: str | aioredis.Redis | RedisCluster,
         *,
+        cluster: bool = False,
         prefix: str = "smsroute:",
         ttl: float | None = None,
         negative_ttl: float | None = None,
@@ -95,18 +103,32 @@ class AsyncRedisCache(BaseRedisCache):
             clock=clock,
             monotonic=monotonic,
         )
+        self._client: aioredis.Redis | RedisCluster
         if isinstance(url_or_client, str):
             timeout = float(socket_timeout)
+            connect = timeout if connect_timeout is None else connect_timeout
             # As RedisCache: no connection yet, one immediate retry on a
             # connection error (a restarted Redis), none of redis-py's
             # seconds-long default retries on a send path.
-            self._client: aioredis.Redis = aioredis.Redis.from_url(
-                url_or_client,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout if connect_timeout is None else connect_timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                health_check_interval=0,
-            )
+            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+            if cluster:
+                # The asyncio RedisCluster reads the slot map on its first
+                # command; it follows MOVED/ASK by itself.
+                self._client = RedisCluster.from_url(
+                    url_or_client,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=connect,
+                    retry=retry,
+                    health_check_interval=0,
+                )
+            else:
+                self._client = aioredis.Redis.from_url(
+                    url_or_client,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=connect,
+                    retry=retry,
+                    health_check_interval=0,
+                )
             self._owns_client = True
         else:
             self._client = url_or_client
@@ -181,6 +203,7 @@ class AsyncRedisCache(BaseRedisCache):
         while not self._resting():
             started = self._now()
             try:
+                # Both keys carry the number's hash tag: one slot, fine on a cluster.
                 raw, held = await self._client.mget(key, lock)
             except Exception as exc:  # noqa: BLE001 - Redis must never fail a send
                 self._failed("wait", exc, started, write=False)
@@ -210,7 +233,7 @@ class AsyncRedisCache(BaseRedisCache):
     # -- lifetime ---------------------------------------------------------------------
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> aioredis.Redis | RedisCluster:
         """Return the redis.asyncio client."""
         return self._client
 
