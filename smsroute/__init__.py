@@ -48,6 +48,7 @@ if _TYPE_CHECKING:
     from smsroute.aio.router import AsyncRouter
     from smsroute.metrics import PrometheusCollector
     from smsroute.redis_cache import RedisCache
+    from smsroute.redis_ratelimit import RedisRateLimit
 
 __all__ = [
     "Alert",
@@ -76,6 +77,7 @@ __all__ = [
     "PrometheusCollector",
     "RateLimit",
     "RedisCache",
+    "RedisRateLimit",
     "RequestRejected",
     "Router",
     "RoutingPolicy",
@@ -102,6 +104,7 @@ _LAZY = {
     "AsyncRouter": "smsroute.aio.router",
     "PrometheusCollector": "smsroute.metrics",
     "RedisCache": "smsroute.redis_cache",
+    "RedisRateLimit": "smsroute.redis_ratelimit",
 }
 
 

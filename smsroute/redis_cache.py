@@ -45,7 +45,7 @@ spans two slots.
 .. versionchanged:: 0.2.0
    ``failures``; the near tier runs on ``monotonic``; refused writes are held
    in the near tier; values that are not ours read as misses (``corrupt``).
-.. versionchanged:: 0.3.0
+.. versionchanged:: 0.2.0
    ``cluster=True`` and ``RedisCluster`` clients; hash-tagged keys (keys of
    0.2 are ignored: see docs/redis.md, "Upgrading to hash-tagged keys").
 """

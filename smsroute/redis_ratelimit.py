@@ -18,7 +18,7 @@ outage (the default, 1/4, suits four workers; fewer under-use it).
 
 Needs redis-py: ``pip install 'smsroute[redis]'``.
 
-.. versionadded:: 0.3.0
+.. versionadded:: 0.2.0
 """
 
 from __future__ import annotations

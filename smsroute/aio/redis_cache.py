@@ -18,7 +18,7 @@ ready ``redis.asyncio.cluster.RedisCluster``) serves a Redis Cluster, with
 the hash-tagged keys of :func:`~smsroute.redis_protocol.keys`.
 
 .. versionadded:: 0.2.0
-.. versionchanged:: 0.3.0
+.. versionchanged:: 0.2.0
    ``cluster=True`` and ``RedisCluster`` clients; hash-tagged keys.
 """
 
