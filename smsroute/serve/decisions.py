@@ -1,0 +1,108 @@
+"""From a router's Decision to the service's answer: the configured gateway, and its JSON.
+
+The service's AsyncRouter routes with :data:`CARRIER_POLICY`, under which
+every answer routes (to its operator), so that it never raises NoRoute and
+drop-in ``/carrier`` can answer for any number. The configured gateways,
+rules and virtual policy are applied afterwards by :class:`PolicyView`,
+through the public :meth:`RoutingPolicy.route` (answer codes, memoised) and
+:meth:`RoutingPolicy.offline` (segment-table fallbacks): the same choice
+the router itself would have made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from smsroute import segments
+from smsroute.carrier import Carrier
+from smsroute.core.policy import RoutingPolicy
+from smsroute.decision import Decision
+from smsroute.errors import NoRoute
+from smsroute.numbers import mask
+
+__all__ = ["CARRIER_POLICY", "PolicyView", "decision_json", "is_not_found"]
+
+CARRIER_POLICY: Final = RoutingPolicy({c: c for c in Carrier}, default="unknown", virtual="host")
+"""Every answer routes, to its operator: the policy the service's router runs with."""
+
+# The fallback reasons (``smsroute.core.outcome.reason``) of "the vendor does not know this
+# number": its -4 just now, or the negative answer cached after one.
+_NOT_FOUND: Final = ("NumberNotFound -4", "number not found (cached)")
+
+
+def is_not_found(decision: Decision) -> bool:
+    """Return True when the vendor said it does not know the number (code -4), now or lately."""
+    reason = decision.reason
+    return reason is not None and reason.startswith(_NOT_FOUND)
+
+
+class PolicyView:
+    """An AsyncRouter seen through the configured routing policy: ``route()`` gives gateway ids.
+
+    Everything else (``stats()``, ``breaker``, ``cache``, ``route_many`` ...)
+    is the router's own; hand this to code that wants a router with the
+    service's gateways (the Kannel pass-through).
+    """
+
+    def __init__(
+        self, router: Any, policy: RoutingPolicy, table: segments.SegmentTable | None
+    ) -> None:
+        self.router = router
+        self.policy = policy
+        self.table = table or segments.default_table()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.router, name)
+
+    def apply(self, decision: Decision) -> Decision:
+        """Return the decision with the configured gateway; raise NoRoute when none fits."""
+        answer = decision.answer
+        if answer is not None:
+            route = self.policy.route(answer)
+        else:
+            route = self.policy.offline(self.table.lookup(decision.mobile))
+        if route.refusal is not None:
+            after = f" (fallback after: {decision.reason})" if decision.source == "fallback" else ""
+            raise NoRoute(f"{mask(decision.mobile)}: {route.refusal}{after}")
+        return Decision(
+            decision.mobile,
+            decision.carrier,
+            route.gateway,
+            decision.source,
+            decision.info,
+            decision.reason,
+            answer,
+        )
+
+    async def route(self, number: str, *, deadline: float | None = None) -> Decision:
+        """Return the decision for ``number`` with the configured gateway (NoRoute if none)."""
+        return self.apply(await self.router.route(number, deadline=deadline))
+
+
+def decision_json(decision: Decision, table: segments.SegmentTable) -> dict[str, Any]:
+    """Return the ``/v1/route`` answer for a decision (with its configured gateway)."""
+    info = decision.info
+    carrier = decision.carrier.value if decision.carrier is not None else None
+    if info is not None:
+        initial = info.initial.value if info.initial is not None else None
+        ported: bool | None = info.ported
+        virtual = info.virtual
+        area = info.area or None
+    else:
+        # A segment-table fallback knows the issuing operator only.
+        segment = table.lookup(decision.mobile)
+        initial = segment.carrier.value if segment is not None and segment.carrier else None
+        ported = None
+        virtual = segment is not None and segment.kind == "virtual"
+        area = None
+    return {
+        "mobile": decision.mobile,
+        "carrier": carrier,
+        "initial": initial,
+        "ported": ported,
+        "virtual": virtual,
+        "area": area,
+        "gateway": decision.gateway,
+        "source": decision.source,
+        "reason": decision.reason,
+    }
