@@ -41,7 +41,9 @@ def build_segments(settings: Settings) -> segments.SegmentTable | None:
         return segments.load(settings.segments)
     except (OSError, ValueError, ConfigurationError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigurationError(f"[routing] segments: {settings.segments}: {detail}") from None
+        if settings.segments not in detail:
+            detail = f"{settings.segments}: {detail}"
+        raise ConfigurationError(f"[routing] segments: {detail}") from None
 
 
 def _apikey(settings: Settings) -> str:

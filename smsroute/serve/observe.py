@@ -20,6 +20,7 @@ from aiohttp import web
 
 from smsroute._log import get_logger
 from smsroute.core.vendor import redact
+from smsroute.serve.callers import CALLER, Caller
 from smsroute.serve.replies import error_reply
 
 __all__ = ["BUCKETS", "HttpStats", "observe_middleware"]
@@ -111,10 +112,14 @@ def observe_middleware(stats: HttpStats, *, access_log: bool) -> Any:
                     path=redact(request.path),
                     status=status,
                     ms=round(seconds * 1000, 2),
-                    client=request.get("client", "-"),
+                    client=_name(CALLER.get()),
                 )
 
     return observe
+
+
+def _name(caller: Caller | None) -> str:
+    return caller.name if caller is not None else "-"
 
 
 def _kept(exc: web.HTTPException) -> dict[str, str]:

@@ -11,6 +11,7 @@ better.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from typing import Any, Final
 
@@ -70,8 +71,8 @@ def ops_routes(service: Service) -> list[web.RouteDef]:
 
     async def metrics(request: web.Request) -> web.Response:
         try:
-            from smsroute.serve import prom
-        except ImportError:
+            prom = importlib.import_module("smsroute.serve.prom")
+        except ImportError:  # prometheus-client is an optional extra
             return error_reply(
                 501,
                 "not_implemented",

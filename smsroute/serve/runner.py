@@ -132,24 +132,37 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     options = vars(args)
     try:
+        import aiohttp  # noqa: F401 - only to say what is missing
+    except ImportError:
+        _say("needs aiohttp: pip install 'smsroute[async]'")
+        return EXIT_USAGE
+    try:
         settings = _settings(options)
     except ConfigurationError as exc:
         _say(str(exc))
         return EXIT_USAGE
     try:
-        import aiohttp  # noqa: F401 - only to say what is missing
-    except ImportError:
-        _say("needs aiohttp: pip install 'smsroute[async]'")
-        return EXIT_USAGE
-    _configure_logging(options["log_level"])
-    try:
-        if settings.serve.workers == 1:
-            return _serve_alone(settings)
-        return _supervise(settings, options)
+        _preflight(settings)
     except ConfigurationError as exc:
         where = "" if settings.source == "<settings>" else f"{settings.source}: "
         _say(f"{where}{exc}")
         return EXIT_USAGE
+    _configure_logging(options["log_level"])
+    if settings.serve.workers == 1:
+        return _serve_alone(settings)
+    return _supervise(settings, options)
+
+
+def _preflight(settings: Settings) -> None:
+    """Build what the workers will build, once, so that a bad setting stops the start here."""
+    from smsroute.config import build_async_client, build_cache, build_segments
+
+    build_segments(settings)
+    build_async_client(settings)  # no session until first use: nothing to close
+    cache = build_cache(settings)
+    close = getattr(cache, "close", None)
+    if callable(close):
+        close()
 
 
 # -- sockets --------------------------------------------------------------------------
@@ -223,13 +236,18 @@ def _exit_now() -> None:
 def _serve_alone(settings: Settings) -> int:
     from smsroute.serve.service import Service
 
-    service = Service(settings)  # before binding: a bad setting stops the start here
     host, port = settings.serve.host, settings.serve.port
     try:
         sock = _bind(host, port, reuse_port=False)
     except OSError as exc:
         _say(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         return EXIT_FAILED
+    try:
+        service = Service(settings)
+    except ConfigurationError as exc:  # checked by _preflight already; a file may have changed
+        sock.close()
+        _say(str(exc))
+        return EXIT_USAGE
 
     def ready(bound: int) -> None:
         _say(f"listening on {_url(host, bound)} (1 worker, pid {os.getpid()})")

@@ -99,10 +99,7 @@ class Service:
         return caller
 
     def authenticate(self, request: web.Request, key: str | None) -> Caller | None:
-        """Return the caller a key names (None: open service), set for the request; else 401.
-
-        The caller is set for the request: the access log's name, the quota's owner.
-        """
+        """Return the caller a key names (None: open service), set for the request; else 401."""
         if self.callers.open:
             return None
         caller = self.callers.find(key)
@@ -113,8 +110,8 @@ class Service:
                 "a client key is needed: Authorization: Bearer KEY, or X-Api-Key: KEY",
                 {"WWW-Authenticate": 'Bearer realm="smsroute"'},
             )
-        request["client"] = caller.name
-        # Each request runs in a task of its own, with a copy of the context.
+        # Each request runs in a task of its own, with a copy of the context: the
+        # caller is the quota's owner for this request, and the access log's name.
         CALLER.set(caller)
         return caller
 
