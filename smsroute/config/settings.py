@@ -76,6 +76,8 @@ class CacheSettings:
     prefix: str = "smsroute:"
     maxsize: int = 100_000
     policy: CachePolicy = field(default_factory=CachePolicy)
+    threads: int = 64
+    """Worker threads for a blocking cache's I/O (sqlite, redis) under an event loop."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ def _cache(t: Table, private: bool) -> CacheSettings:
     prefix = t.text("prefix", "smsroute:")
     maxsize = t.integer("maxsize", 100_000, minimum=1)
     durations = {k: t.number(k, None, minimum=0.0) for k in ("ttl", "negative_ttl", "stale_ttl")}
+    threads = t.integer("threads", 64, minimum=1, maximum=1024)
     t.done()
     if backend == "redis":
         if url is None:
@@ -314,7 +317,7 @@ def _cache(t: Table, private: bool) -> CacheSettings:
         policy = CachePolicy.from_dict({k: v for k, v in durations.items() if v is not None})
     except ValueError as exc:  # pragma: no cover - Table.number checked each value
         raise ConfigurationError(f"[cache] {exc}") from None
-    return CacheSettings(backend, path, url, prefix, maxsize, policy)
+    return CacheSettings(backend, path, url, prefix, maxsize, policy, threads)
 
 
 def _serve(t: Table, env: Mapping[str, str], private: bool) -> ServeSettings:

@@ -16,7 +16,7 @@ from aiohttp import web
 from smsroute.errors import InvalidNumber, NoRoute, SmsRouteError
 from smsroute.serve.callers import find_key
 from smsroute.serve.decisions import decision_json
-from smsroute.serve.replies import Refusal, json_reply, read_params
+from smsroute.serve.replies import JSON_TYPE, Refusal, json_reply, read_params
 from smsroute.serve.service import Service
 
 __all__ = ["BATCH_CONCURRENCY", "api_routes"]
@@ -27,6 +27,8 @@ BATCH_CONCURRENCY = 100  # lookups in flight for one batch: the vendor client's 
 def api_routes(service: Service) -> list[web.RouteDef]:
     """Return the routes of ``/v1/route`` and ``/v1/route/batch`` served from ``service``."""
     view = service.view
+    router = service.router
+    rendered = service.rendered
     table = service.table
     read_timeout = service.settings.serve.read_timeout
     max_batch = service.settings.serve.max_batch
@@ -38,7 +40,11 @@ def api_routes(service: Service) -> list[web.RouteDef]:
             mobile = params.get("mobile")
             if mobile is None or mobile == "":
                 raise Refusal(400, "bad_request", "give the number as mobile=...")
-            decision = await view.route(mobile)
+            decision = await router.route(mobile)
+            fast = rendered.route(decision)
+            if fast is not None:  # an answered decision: no fallback to note
+                return web.Response(body=fast, headers={"Content-Type": JSON_TYPE})
+            decision = view.apply(decision)
         except Refusal as refusal:
             return refusal.reply()
         except InvalidNumber as exc:

@@ -27,7 +27,7 @@ from smsroute.decision import Decision
 from smsroute.errors import ApiError, InvalidNumber, LookupFailed
 from smsroute.serve.callers import Caller, find_key
 from smsroute.serve.decisions import is_not_found
-from smsroute.serve.replies import Refusal, json_reply, read_params
+from smsroute.serve.replies import JSON_TYPE, Refusal, json_reply, read_params
 from smsroute.serve.service import Service
 
 __all__ = ["REASONS", "compat_routes", "vendor_body"]
@@ -63,6 +63,7 @@ def compat_routes(service: Service) -> list[web.RouteDef]:
     read_timeout = service.settings.serve.read_timeout
     passing = service.settings.serve.compat_errors == "pass"
     router = service.router
+    rendered = service.rendered
 
     async def who(request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
         """Return the parameters, and the vendor's refusal when the caller is not let in."""
@@ -101,6 +102,9 @@ def compat_routes(service: Service) -> list[web.RouteDef]:
             decision = await router.route(mobile)
         except InvalidNumber:
             return _reply(vendor_body(-3))
+        if decision.source in ("cache", "upstream"):
+            body = rendered.carrier(decision, lambda: vendor_body(0, _result(decision)))
+            return web.Response(body=body, headers={"Content-Type": JSON_TYPE})
         service.note(decision)
         return _reply(_answer(decision, passing, router))
 

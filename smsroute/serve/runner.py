@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
-import logging
 import multiprocessing
 import os
 import queue
@@ -33,12 +33,14 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NoReturn
 
 from smsroute._log import get_logger
 from smsroute.config import Settings, load_settings
 from smsroute.errors import ConfigurationError
 from smsroute.netaddr import is_loopback
+from smsroute.serve.logs import configure_logging, flush_periodically
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "check_exposure", "main"]
 
@@ -110,17 +112,6 @@ def _settings(options: dict[str, Any]) -> Settings:
     return settings
 
 
-def _configure_logging(level: str, worker: int | None = None) -> None:
-    prefix = "" if worker is None else f"worker={worker} "
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format=prefix + "%(message)s",
-        force=True,
-    )
-    logging.captureWarnings(True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``smsroute serve`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     try:
@@ -147,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         where = "" if settings.source == "<settings>" else f"{settings.source}: "
         _say(f"{where}{exc}")
         return EXIT_USAGE
-    _configure_logging(options["log_level"])
+    configure_logging(options["log_level"])
     if settings.serve.workers == 1:
         return _serve_alone(settings)
     return _supervise(settings, options)
@@ -209,9 +200,17 @@ async def serve(service: Any, sock: socket.socket, *, on_ready: Callable[[int], 
         max_line_size=s.max_header,
         max_field_size=s.max_header,
     )
-    await runner.setup()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if service.settings.cache.backend != "memory":
+        # AsyncRouter runs a blocking cache's calls in the loop's default executor
+        # (min(32, cpus + 4) threads); a fleet wait holds a thread while it polls,
+        # so under hundreds of concurrent misses that pool, not Redis, is the limit.
+        loop.set_default_executor(
+            ThreadPoolExecutor(service.settings.cache.threads, thread_name_prefix="smsroute-cache")
+        )
+    await runner.setup()
+    flusher = asyncio.ensure_future(flush_periodically())
+    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -225,6 +224,9 @@ async def serve(service: Any, sock: socket.socket, *, on_ready: Callable[[int], 
             loop.add_signal_handler(sig, _exit_now)
     finally:
         await runner.cleanup()  # stops accepting, waits for requests in flight, closes the service
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
     return EXIT_OK
 
 
@@ -272,7 +274,7 @@ def _worker(
     # The parent tells workers when to stop (SIGTERM); a Ctrl-C in the terminal
     # reaches the whole process group, and would otherwise count twice.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _configure_logging(options["log_level"], worker=index + 1)
+    configure_logging(options["log_level"], worker=index + 1)
     try:
         from smsroute.serve.callers import Limits
         from smsroute.serve.service import Service

@@ -30,7 +30,7 @@ from smsroute.decision import Decision
 from smsroute.numbers import mask
 from smsroute.serve.balance import BalanceCache
 from smsroute.serve.callers import CALLER, Caller, Callers, Limits, MeteredClient, retry_after
-from smsroute.serve.decisions import CARRIER_POLICY, PolicyView
+from smsroute.serve.decisions import CARRIER_POLICY, PolicyView, Rendered
 from smsroute.serve.observe import HttpStats
 from smsroute.serve.replies import Refusal
 
@@ -82,6 +82,7 @@ class Service:
             settings, self.metered, cache, policy=CARRIER_POLICY, table=loaded
         )
         self.view = PolicyView(self.router, settings.policy, self.table)
+        self.rendered = Rendered(self.view)
         self.balance = BalanceCache(client, settings.serve.balance_ttl)
         self.http = HttpStats()
         self.fallbacks: deque[Fallback] = deque(maxlen=RECENT)
