@@ -82,7 +82,8 @@ class Vendor:
 
     def control(self, **command: Any) -> dict[str, Any]:
         """Send one control line; return the figures it answers."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         reply: dict[str, Any] = json.loads(self.proc.stdout.readline())
@@ -163,7 +164,8 @@ class Serve:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    rest = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + rest if rest else "")
     return env
 
 
@@ -304,50 +306,75 @@ async def _warm(port: int, numbers: list[str]) -> None:
 
 
 def figure_hits(
-    vendor: Vendor, workdir: Path, *, workers: int, quick: bool, **serve: Any
-) -> dict[str, Any]:
-    """Figure 1: a cache hit on /v1/route and /carrier against /healthz, same server."""
-    server = Serve(vendor, workdir, workers=workers, **serve)
+    vendor: Vendor, workdir: Path, variants: list[dict[str, Any]], *, quick: bool
+) -> list[dict[str, Any]]:
+    """Figure 1: a cache hit on /v1/route and /carrier against /healthz, same server.
+
+    Every variant's server runs for the whole figure and rounds go round all
+    of them, so that variants (1 or 2 workers, access log, uvloop) are
+    compared over the same minutes of a shared machine; each hit/healthz
+    ratio is taken within one round, the median over rounds reported.
+    """
+    servers = [Serve(vendor, workdir, **v) for v in variants]
+    hot = [number(i, "138") for i in range(1000)]
+    endpoints: dict[str, Callable[[int], bytes]] = {
+        "healthz": lambda i: get("/healthz"),
+        "route_hit": lambda i: get(f"/v1/route?mobile={hot[i % 1000]}"),
+        "carrier_hit": lambda i: get(f"/carrier?apikey={CLIENT_KEY}&mobile={hot[i % 1000]}"),
+    }
+    rounds, seconds = (2, 1.0) if quick else (5, 2.0)
+    runs: list[dict[str, list[dict[str, Any]]]] = [{n: [] for n in endpoints} for _ in variants]
     try:
-        hot = [number(i, "138") for i in range(1000)]
-        asyncio.run(_warm(server.port, hot))
-        endpoints: dict[str, Callable[[int], bytes]] = {
-            "healthz": lambda i: get("/healthz"),
-            "route_hit": lambda i: get(f"/v1/route?mobile={hot[i % 1000]}"),
-            "carrier_hit": lambda i: get(f"/carrier?apikey={CLIENT_KEY}&mobile={hot[i % 1000]}"),
-        }
-        rounds, seconds = (2, 1.0) if quick else (5, 3.0)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in endpoints}
-        # Warm-up, also of every worker's own cache: 32 connections land on all of them.
-        for make in endpoints.values():
-            asyncio.run(load(server.port, make, connections=32, seconds=0.5))
+        for server in servers:
+            asyncio.run(_warm(server.port, hot))
+            # Warm-up, also of every worker's own cache: 32 connections reach all of them.
+            for make in endpoints.values():
+                asyncio.run(load(server.port, make, connections=32, seconds=0.5))
         for _ in range(rounds):
-            for name, make in endpoints.items():
-                runs[name].append(
-                    asyncio.run(load(server.port, make, connections=32, seconds=seconds))
-                )
+            for server, run in zip(servers, runs, strict=True):
+                for name, make in endpoints.items():
+                    run[name].append(
+                        asyncio.run(load(server.port, make, connections=32, seconds=seconds))
+                    )
     finally:
-        server.close()
-    out: dict[str, Any] = {"workers": workers, **serve}
-    for name, results in runs.items():
-        out[name] = {
-            "rps": statistics.median(r["rps"] for r in results),
-            "p50_ms": statistics.median(r["p50_ms"] for r in results),
-            "p99_ms": statistics.median(r["p99_ms"] for r in results),
-            "non_200": sum(sum(v for k, v in r["statuses"].items() if k != 200) for r in results),
-        }
-    base = out["healthz"]["rps"]
-    out["route_hit_ratio"] = out["route_hit"]["rps"] / base
-    out["carrier_hit_ratio"] = out["carrier_hit"]["rps"] / base
+        for server in servers:
+            server.close()
+    out = []
+    for variant, run in zip(variants, runs, strict=True):
+        row: dict[str, Any] = {"workers": 1, **variant}
+        for name, results in run.items():
+            row[name] = {
+                "rps": statistics.median(r["rps"] for r in results),
+                "p50_ms": statistics.median(r["p50_ms"] for r in results),
+                "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                "rounds_rps": [round(r["rps"]) for r in results],
+                "non_200": sum(
+                    sum(v for k, v in r["statuses"].items() if k != 200) for r in results
+                ),
+            }
+        for name in ("route_hit", "carrier_hit"):
+            row[f"{name}_ratio"] = statistics.median(
+                hit["rps"] / base["rps"]
+                for hit, base in zip(run[name], run["healthz"], strict=True)
+            )
+        out.append(row)
     return out
 
 
 def figure_cold(
-    vendor: Vendor, workdir: Path, *, workers: int, quick: bool, cache: str = "", label: str
+    vendor: Vendor,
+    workdir: Path,
+    *,
+    workers: int,
+    quick: bool,
+    cache: str = "",
+    deadline: float = 0.5,
+    label: str,
 ) -> dict[str, Any]:
     """Figure 2: 500 concurrent callers on cold numbers; queries paid / distinct numbers."""
     vendor.control(latency=0.01)
-    server = Serve(vendor, workdir, workers=workers, cache=cache)
+    extra = f"{cache}\n[routing]\ndeadline = {deadline}\n"
+    server = Serve(vendor, workdir, workers=workers, cache=extra)
     try:
         distinct, repeats = (300, 3) if quick else (2000, 3)
         base = random.randrange(10**7)  # numbers this run never asked before, also in Redis
@@ -358,18 +385,22 @@ def figure_cold(
             burst(server.port, [get(f"/v1/route?mobile={n}") for n in numbers], callers=500)
         )
         paid = vendor.control()["paid"] - before
-        sources = Counter(json.loads(b)["source"] for b in result.pop("bodies"))
+        answers = [json.loads(b) for b in result.pop("bodies")]
+        sources = Counter(a["source"] for a in answers)
+        reasons = Counter((a["reason"] or "").partition(":")[0] for a in answers if a["reason"])
     finally:
         server.close()
         vendor.control(latency=0.0)
     return {
         "label": label,
         "workers": workers,
+        "deadline": deadline,
         "distinct": distinct,
         "requests": len(numbers),
         "paid": paid,
         "paid_per_distinct": paid / distinct,
         "sources": dict(sources),
+        "fallback_reasons": dict(reasons),
         **{k: result[k] for k in ("rps", "p50_ms", "p99_ms", "statuses")},
     }
 
@@ -389,9 +420,7 @@ def figure_down(vendor: Vendor, workdir: Path, *, quick: bool) -> dict[str, Any]
             for i in range(count):
                 n = hot[i % len(hot)] if rng.random() < 0.5 else number(10**6 + i, "135")
                 path = (
-                    f"/v1/route?mobile={n}"
-                    if i % 2
-                    else f"/carrier?apikey={CLIENT_KEY}&mobile={n}"
+                    f"/v1/route?mobile={n}" if i % 2 else f"/carrier?apikey={CLIENT_KEY}&mobile={n}"
                 )
                 requests.append(get(path))
             result = asyncio.run(burst(server.port, requests, callers=200))
@@ -432,44 +461,48 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             if 1 in only:
-                figures["hits"] = [
-                    figure_hits(vendor, work, workers=1, quick=args.quick),
-                    figure_hits(vendor, work, workers=2, quick=args.quick),
-                    figure_hits(vendor, work, workers=1, quick=args.quick, access_log=True),
-                ]
+                variants: list[dict[str, Any]] = [{}, {"workers": 2}, {"access_log": True}]
                 if args.uvloop:
-                    figures["hits"].append(
-                        figure_hits(vendor, work, workers=1, quick=args.quick, uvloop=args.uvloop)
-                    )
+                    variants.append({"uvloop": args.uvloop})
+                figures["hits"] = figure_hits(vendor, work, variants, quick=args.quick)
                 for row in figures["hits"]:
                     print(_hits_line(row), flush=True)
             if 2 in only:
                 cold = [
                     figure_cold(vendor, work, workers=1, quick=args.quick, label="1 worker"),
                     figure_cold(
-                        vendor, work, workers=2, quick=args.quick, label="2 workers, memory"
+                        vendor, work, workers=1, quick=args.quick, deadline=2.0, label="1 worker"
+                    ),
+                    figure_cold(
+                        vendor,
+                        work,
+                        workers=2,
+                        quick=args.quick,
+                        deadline=2.0,
+                        label="2 workers, memory",
                     ),
                 ]
                 with redis_server() as url:
                     if url is not None:
-                        cache = f'[cache]\nbackend = "redis"\nurl = "{url}"\n'
                         cold.append(
                             figure_cold(
                                 vendor,
                                 work,
                                 workers=2,
                                 quick=args.quick,
-                                cache=cache,
+                                cache=f'[cache]\nbackend = "redis"\nurl = "{url}"\n',
+                                deadline=2.0,
                                 label="2 workers, redis",
                             )
                         )
                 figures["cold"] = cold
                 for row in cold:
                     print(
-                        f"cold   {row['label']:<18} paid/distinct {row['paid_per_distinct']:.3f}"
+                        f"cold   {row['label']:<18} deadline {row['deadline']:g} s:"
+                        f" paid/distinct {row['paid_per_distinct']:.3f}"
                         f" ({row['paid']}/{row['distinct']}), {row['rps']:.0f} req/s,"
                         f" p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms,"
-                        f" sources {row['sources']}, statuses {row['statuses']}",
+                        f" sources {row['sources']}, reasons {row['fallback_reasons']}",
                         flush=True,
                     )
             if 3 in only:

@@ -137,11 +137,19 @@ def test_no_gateway_is_422(vendor):
         )
         async with serving(settings) as (client, _service):
             telecom = await client.get("/v1/route", params={"mobile": PORTED})
+            again = await client.get("/v1/route", params={"mobile": PORTED})  # from the cache
             virtual = await client.get("/v1/route", params={"mobile": VIRTUAL})
-            return telecom.status, await telecom.json(), virtual.status, await virtual.json()
+            return (
+                telecom.status,
+                await telecom.json(),
+                again.status,
+                virtual.status,
+                await virtual.json(),
+            )
 
-    telecom_status, telecom, virtual_status, virtual = run(main())
+    telecom_status, telecom, again, virtual_status, virtual = run(main())
     assert (telecom_status, telecom["error"]) == (422, "no_route")
+    assert again == 422
     assert "139****5391" in telecom["message"]
     assert PORTED not in telecom["message"]
     assert (virtual_status, virtual["error"]) == (422, "no_route")

@@ -304,3 +304,34 @@ def test_without_the_kannel_module_the_app_still_serves(vendor, monkeypatch, cap
 
     assert run(main()) == (404, 200)
     assert any("serve.kannel_unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_stderr_is_written_in_batches_and_at_once_for_warnings():
+    """BatchedStderr flushes at most every FLUSH_EVERY seconds, and at once for a warning."""
+    import io
+
+    from smsroute.serve.logs import BatchedStderr
+
+    class Stream(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            self.flushes += 1
+
+    stream = Stream()
+    handler = BatchedStderr(stream)
+    logger = logging.getLogger("smsroute.test_batched")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for i in range(50):
+            logger.info("line %d", i)
+        assert stream.flushes <= 2
+        before = stream.flushes
+        logger.warning("now")
+        assert stream.flushes == before + 1
+        handler.close()
+        assert stream.getvalue().count("\n") == 51
+    finally:
+        logger.removeHandler(handler)

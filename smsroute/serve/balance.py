@@ -81,6 +81,8 @@ class BalanceCache:
                 await self.get()
             except LookupFailed:
                 _log.warning("serve.balance_failed", error=self.error)
+            except Exception as exc:  # noqa: BLE001 - the poll must outlive a surprise
+                _log.warning("serve.balance_failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:

@@ -20,6 +20,7 @@ instead of paying. A lookup that got no answer gives its query back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import math
@@ -37,6 +38,7 @@ from smsroute.types import Clock
 
 __all__ = [
     "CALLER",
+    "CALL_RESERVE",
     "Caller",
     "Callers",
     "Limits",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 _SLOTS: Final = 3  # per caller: theoretical arrival time (GCRA), day number, queries used that day
+CALL_RESERVE: Final = 0.1
+"""Seconds of a lookup's budget kept for the vendor call itself, not spent waiting for a slot."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,13 +209,24 @@ class MeteredClient:
     the breaker learns nothing, the route falls back). A lookup that raised
     gives its query back, except an unreadable code-0 answer, which the
     vendor charged. ``paid`` counts the lookups that were answered.
+
+    At most ``slots`` lookups are in flight (the client's connection pool):
+    the others wait here for one, within their budget less
+    :data:`CALL_RESERVE`, and raise Throttled when none comes. Queued in
+    the client's pool instead, a burst of misses (hundreds of callers at
+    once) would time out there as TransportErrors, which tell the breaker
+    the vendor is down when it is only busy.
     """
 
-    def __init__(self, client: Any, limits: Limits) -> None:
+    def __init__(self, client: Any, limits: Limits, *, slots: int | None = None) -> None:
         self.client = client
         self.limits = limits
         self.paid = 0
         self.refused = 0
+        self.busy = 0
+        size = slots if slots is not None else getattr(client, "max_connections", None)
+        self.slots = size if isinstance(size, int) and size > 0 else None
+        self._free = asyncio.Semaphore(self.slots) if self.slots else None
 
     async def lookup(self, number: str, *, timeout: float | None = None) -> CarrierInfo:
         """Return the vendor's answer, charged to the current caller's quota."""
@@ -219,6 +234,19 @@ class MeteredClient:
         if caller is not None and not self.limits.spend(caller):
             self.refused += 1
             raise Throttled(f"client {caller.name} used its {caller.daily_queries} daily queries")
+        free = self._free
+        if free is not None:
+            started = time.monotonic()
+            wait = None if timeout is None else max(0.0, timeout - min(CALL_RESERVE, timeout / 2))
+            try:
+                await asyncio.wait_for(free.acquire(), wait)
+            except asyncio.TimeoutError:
+                self.busy += 1
+                if caller is not None:
+                    self.limits.give_back(caller)
+                raise Throttled(f"all {self.slots} vendor connections busy") from None
+            if timeout is not None:
+                timeout = max(0.001, timeout - (time.monotonic() - started))
         try:
             info: CarrierInfo = await self.client.lookup(number, timeout=timeout)
         except LookupFailed as exc:
@@ -227,6 +255,9 @@ class MeteredClient:
             elif caller is not None:
                 self.limits.give_back(caller)
             raise
+        finally:
+            if free is not None:
+                free.release()
         self.paid += 1
         return info
 

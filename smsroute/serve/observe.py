@@ -99,6 +99,7 @@ def observe_middleware(stats: HttpStats, *, access_log: bool) -> Any:
             except web.HTTPException as exc:
                 # aiohttp's own refusals (404, 405, 413 ...) in the service's JSON shape.
                 if exc.status < 400:
+                    status = exc.status
                     raise
                 response = error_reply(
                     exc.status, _SLUGS.get(exc.status, "error"), exc.reason, headers=_kept(exc)
