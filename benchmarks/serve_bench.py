@@ -25,8 +25,9 @@ The fake vendor is ``python -m smsroute.testing.aio_server`` in a child
 process; the service is ``python -m smsroute.serve`` in another; the load
 generator is a small HTTP/1.1 keep-alive client on raw asyncio streams in
 this process, so that it costs less per request than the server it loads.
-``--uvloop DIR`` also runs figure 1 at one worker with uvloop's loop
-(``DIR`` holds an installed uvloop, e.g. ``pip install --target DIR uvloop``).
+``--uvloop DIR`` also runs figure 1 at one worker with ``[serve] event_loop =
+"uvloop"`` (``DIR`` holds an installed uvloop, e.g. ``pip install --target
+DIR uvloop``); the other variants run with ``event_loop = "asyncio"``.
 """
 
 from __future__ import annotations
@@ -112,26 +113,23 @@ class Serve:
         uvloop: str | None = None,
     ) -> None:
         config = workdir / f"serve-{workers}-{time.monotonic_ns()}.toml"
+        loop = "uvloop" if uvloop else "asyncio"
         config.write_text(
             f'[vendor]\napikey = "test-apikey"\nbase_url = "{vendor.url}"\n'
             f"[serve]\nport = 0\nbalance_interval = 0\ndrain_seconds = 2\n"
             f"access_log = {'true' if access_log else 'false'}\n"
-            f'client_keys = ["{CLIENT_KEY}"]\n{cache}\n',
+            f'event_loop = "{loop}"\nclient_keys = ["{CLIENT_KEY}"]\n{cache}\n',
             encoding="utf-8",
         )
         config.chmod(0o600)
         self.log = (workdir / f"serve-{time.monotonic_ns()}.log").open("w+")
         env = _env()
-        if uvloop:
+        if uvloop:  # a directory holding an installed uvloop
             env["PYTHONPATH"] = f"{uvloop}{os.pathsep}{env['PYTHONPATH']}"
-            code = "import uvloop,sys; uvloop.install(); from smsroute.serve import main; "
-        else:
-            code = "import sys; from smsroute.serve import main; "
-        code += "sys.exit(main(sys.argv[1:]))"
         args = ["--config", str(config), "--workers", str(workers)]
         args += ["--log-level", "info" if access_log else "warning"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args],
+            [sys.executable, "-m", "smsroute.serve", *args],
             stdout=subprocess.DEVNULL,
             stderr=self.log,
             env=env,
@@ -150,6 +148,19 @@ class Serve:
                 raise RuntimeError(f"smsroute serve exited: {self.log.read()}")
             time.sleep(0.05)
         raise RuntimeError("smsroute serve did not start")
+
+    def cpu(self) -> float:
+        """Return the CPU seconds the service's processes (workers included) used so far."""
+        pids = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            pids += [int(p) for p in children.split()]
+        total = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def close(self) -> None:
         """SIGTERM (drain) and wait."""
@@ -322,7 +333,7 @@ def figure_hits(
         "route_hit": lambda i: get(f"/v1/route?mobile={hot[i % 1000]}"),
         "carrier_hit": lambda i: get(f"/carrier?apikey={CLIENT_KEY}&mobile={hot[i % 1000]}"),
     }
-    rounds, seconds = (2, 1.0) if quick else (5, 2.0)
+    rounds, seconds = (2, 1.0) if quick else (9, 1.5)
     runs: list[dict[str, list[dict[str, Any]]]] = [{n: [] for n in endpoints} for _ in variants]
     try:
         for server in servers:
@@ -333,9 +344,10 @@ def figure_hits(
         for _ in range(rounds):
             for server, run in zip(servers, runs, strict=True):
                 for name, make in endpoints.items():
-                    run[name].append(
-                        asyncio.run(load(server.port, make, connections=32, seconds=seconds))
-                    )
+                    before = server.cpu()
+                    result = asyncio.run(load(server.port, make, connections=32, seconds=seconds))
+                    result["cpu_us"] = (server.cpu() - before) / result["requests"] * 1e6
+                    run[name].append(result)
     finally:
         for server in servers:
             server.close()
@@ -348,14 +360,18 @@ def figure_hits(
                 "p50_ms": statistics.median(r["p50_ms"] for r in results),
                 "p99_ms": statistics.median(r["p99_ms"] for r in results),
                 "rounds_rps": [round(r["rps"]) for r in results],
+                "cpu_us": statistics.median(r["cpu_us"] for r in results),
                 "non_200": sum(
                     sum(v for k, v in r["statuses"].items() if k != 200) for r in results
                 ),
             }
         for name in ("route_hit", "carrier_hit"):
-            row[f"{name}_ratio"] = statistics.median(
-                hit["rps"] / base["rps"]
-                for hit, base in zip(run[name], run["healthz"], strict=True)
+            pairs = list(zip(run[name], run["healthz"], strict=True))
+            row[f"{name}_ratio"] = statistics.median(h["rps"] / b["rps"] for h, b in pairs)
+            # The server's CPU per request: the throughput it would reach when it
+            # alone is the bottleneck, far steadier than req/s on a shared machine.
+            row[f"{name}_cpu_ratio"] = statistics.median(
+                b["cpu_us"] / h["cpu_us"] for h, b in pairs
             )
         out.append(row)
     return out
@@ -526,10 +542,12 @@ def _hits_line(row: dict[str, Any]) -> str:
     h, r, c = row["healthz"], row["route_hit"], row["carrier_hit"]
     return (
         f"hits   {row['workers']} worker(s){extra}: /healthz {h['rps']:.0f} req/s"
-        f" (p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f}); /v1/route hit {r['rps']:.0f}"
-        f" = {row['route_hit_ratio']:.2f}x (p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f});"
-        f" /carrier hit {c['rps']:.0f} = {row['carrier_hit_ratio']:.2f}x"
-        f" (p50 {c['p50_ms']:.2f}, p99 {c['p99_ms']:.2f})"
+        f" (p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f}, {h['cpu_us']:.0f} us CPU);"
+        f" /v1/route hit {r['rps']:.0f} = {row['route_hit_ratio']:.2f}x"
+        f" (p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f}, {r['cpu_us']:.0f} us CPU"
+        f" = {row['route_hit_cpu_ratio']:.2f}x); /carrier hit {c['rps']:.0f}"
+        f" = {row['carrier_hit_ratio']:.2f}x (p50 {c['p50_ms']:.2f}, p99 {c['p99_ms']:.2f},"
+        f" {c['cpu_us']:.0f} us CPU = {row['carrier_hit_cpu_ratio']:.2f}x)"
     )
 
 

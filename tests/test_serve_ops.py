@@ -335,3 +335,29 @@ def test_stderr_is_written_in_batches_and_at_once_for_warnings():
         assert stream.getvalue().count("\n") == 51
     finally:
         logger.removeHandler(handler)
+
+
+def test_lookups_past_the_connection_pool_wait_here_and_fall_back_as_throttled():
+    """With every vendor connection busy, a lookup waits within its budget, then is Throttled."""
+    import asyncio
+
+    from smsroute.errors import Throttled
+    from smsroute.serve.callers import Limits, MeteredClient
+
+    class Slow:
+        max_connections = 1
+
+        async def lookup(self, number, *, timeout=None):
+            await asyncio.sleep(0.5)
+            return number
+
+    async def main():
+        metered = MeteredClient(Slow(), Limits(0))
+        first = asyncio.ensure_future(metered.lookup("13800138000", timeout=1.0))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Throttled, match="all 1 vendor connections busy"):
+            await metered.lookup("13800138001", timeout=0.3)
+        assert await first == "13800138000"
+        return metered.busy, metered.paid
+
+    assert run(main()) == (1, 1)

@@ -70,6 +70,32 @@ def test_refusals_exit_2_with_one_line(tmp_path, capsys, monkeypatch, args, text
     assert "Traceback" not in err
 
 
+def test_event_loop_uvloop_needs_uvloop(tmp_path, capsys, monkeypatch):
+    """[serve] event_loop = "uvloop" without uvloop installed: exit 2, one line with the hint."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    monkeypatch.setenv("SMSROUTE_APIKEY", "vendor-key-0123456789")
+    path = write(tmp_path, '[serve]\nevent_loop = "uvloop"\n')
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "[serve] event_loop: uvloop is not installed: pip install 'smsroute[serve]'" in err
+
+
+def test_run_loop_falls_back_to_asyncio_without_uvloop(monkeypatch):
+    """event_loop = "auto" runs on asyncio's loop when uvloop is not there."""
+    import asyncio
+
+    from smsroute.serve.runner import run_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+
+    async def which():
+        return type(asyncio.get_running_loop()).__module__.startswith("asyncio")
+
+    assert run_loop(which(), "auto") is True
+    assert run_loop(which(), "asyncio") is True
+
+
 def test_a_missing_file_is_one_line(tmp_path, capsys):
     """--config of a file that is not there: exit 2, one line."""
     assert main(["--config", str(tmp_path / "nope.toml")]) == 2

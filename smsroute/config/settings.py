@@ -110,6 +110,8 @@ class ServeSettings:
     balance_ttl: float = 5.0
     balance_interval: float = 60.0
     access_log: bool = True
+    event_loop: str = "auto"
+    """``auto`` (uvloop when it is installed), ``asyncio`` or ``uvloop``."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,7 @@ def _serve(t: Table, env: Mapping[str, str], private: bool) -> ServeSettings:
     balance_ttl = t.number("balance_ttl", 5.0, minimum=0.0)
     balance_interval = t.number("balance_interval", 60.0, minimum=0.0)
     access_log = t.flag("access_log", True)
+    event_loop = t.text("event_loop", "auto", choices=("auto", "asyncio", "uvloop"))
     t.done()
     return ServeSettings(
         host.strip(),
@@ -353,6 +356,7 @@ def _serve(t: Table, env: Mapping[str, str], private: bool) -> ServeSettings:
         balance_ttl,
         balance_interval,
         bool(access_log),
+        event_loop,
     )
 
 

@@ -35,7 +35,7 @@ def api_routes(service: Service) -> list[web.RouteDef]:
 
     async def route_one(request: web.Request) -> web.Response:
         try:
-            service.admit(request, find_key(request.headers))
+            service.admit(find_key(request.headers))
             params = await read_params(request, read_timeout, json_ok=True)
             mobile = params.get("mobile")
             if mobile is None or mobile == "":
@@ -56,7 +56,7 @@ def api_routes(service: Service) -> list[web.RouteDef]:
 
     async def route_batch(request: web.Request) -> web.Response:
         try:
-            caller = service.authenticate(request, find_key(request.headers))
+            caller = service.authenticate(find_key(request.headers))
             params = await read_params(request, read_timeout, json_ok=True)
             mobiles = params.get("mobiles")
             if not isinstance(mobiles, list):

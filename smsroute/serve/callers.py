@@ -178,6 +178,9 @@ class Callers:
             for i, k in enumerate(keys)
         )
         self._by_digest = {_digest(k.key): c for k, c in zip(keys, self.callers, strict=True)}
+        # Keys seen and found, so that a caller's every request does not hash its
+        # key again; only valid keys land here, so it holds no more than the table.
+        self._known: dict[str, Caller] = {}
 
     @property
     def open(self) -> bool:
@@ -188,7 +191,12 @@ class Callers:
         """Return the caller whose key this is, or None."""
         if not key:
             return None
-        return self._by_digest.get(_digest(key))
+        caller = self._known.get(key)
+        if caller is None:
+            caller = self._by_digest.get(_digest(key))
+            if caller is not None:
+                self._known[key] = caller
+        return caller
 
 
 def find_key(headers: Any) -> str | None:

@@ -65,7 +65,7 @@ def compat_routes(service: Service) -> list[web.RouteDef]:
     router = service.router
     rendered = service.rendered
 
-    async def who(request: web.Request) -> tuple[dict[str, Any], web.Response | None]:
+    async def who(request: web.Request) -> tuple[Mapping[str, Any], web.Response | None]:
         """Return the parameters, and the vendor's refusal when the caller is not let in."""
         try:
             params = await read_params(request, read_timeout, json_ok=False)
@@ -77,7 +77,7 @@ def compat_routes(service: Service) -> list[web.RouteDef]:
         if not key:
             return params, _reply(vendor_body(1))
         try:
-            caller: Caller | None = service.authenticate(request, key)
+            caller: Caller | None = service.authenticate(key)
             service.limit(caller)
         except Refusal as refusal:
             if refusal.status == 401:

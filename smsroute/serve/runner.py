@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import queue
@@ -32,7 +33,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NoReturn
 
@@ -42,7 +43,16 @@ from smsroute.errors import ConfigurationError
 from smsroute.netaddr import is_loopback
 from smsroute.serve.logs import configure_logging, flush_periodically
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "check_exposure", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "check_exposure",
+    "main",
+    "run_loop",
+    "serve",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -144,10 +154,36 @@ def main(argv: list[str] | None = None) -> int:
     return _supervise(settings, options)
 
 
+def _uvloop(kind: str) -> Any:
+    """Return the uvloop module for ``[serve] event_loop``, or None to use asyncio's loop."""
+    if kind == "asyncio":
+        return None
+    try:
+        module = importlib.import_module("uvloop")
+    except ImportError:
+        if kind == "uvloop":
+            raise ConfigurationError(
+                "[serve] event_loop: uvloop is not installed: pip install 'smsroute[serve]'"
+            ) from None
+        return None
+    return module if hasattr(module, "run") else None  # uvloop.run() came in 0.18
+
+
+def run_loop(main: Coroutine[Any, Any, int], kind: str = "auto") -> int:
+    """Run ``main`` on uvloop's loop (``auto``: when installed) or asyncio's; return its result."""
+    # Measured by benchmarks/serve_bench.py: a cache hit costs ~15% less CPU on uvloop.
+    uvloop = _uvloop(kind)
+    if uvloop is None:
+        return asyncio.run(main)
+    result: int = uvloop.run(main)
+    return result
+
+
 def _preflight(settings: Settings) -> None:
     """Build what the workers will build, once, so that a bad setting stops the start here."""
     from smsroute.config import build_async_client, build_cache, build_segments
 
+    _uvloop(settings.serve.event_loop)
     build_segments(settings)
     build_async_client(settings)  # no session until first use: nothing to close
     cache = build_cache(settings)
@@ -254,7 +290,7 @@ def _serve_alone(settings: Settings) -> int:
     def ready(bound: int) -> None:
         _say(f"listening on {_url(host, bound)} (1 worker, pid {os.getpid()})")
 
-    status = asyncio.run(serve(service, sock, on_ready=ready))
+    status = run_loop(serve(service, sock, on_ready=ready), settings.serve.event_loop)
     _say("stopped")
     return status
 
@@ -287,7 +323,10 @@ def _worker(
     except (ConfigurationError, OSError) as exc:
         events.put(("error", index, str(exc)))
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILED)
-    asyncio.run(serve(service, sock, on_ready=lambda _port: events.put(("ready", index, ""))))
+    run_loop(
+        serve(service, sock, on_ready=lambda _port: events.put(("ready", index, ""))),
+        settings.serve.event_loop,
+    )
 
 
 def _supervise(settings: Settings, options: dict[str, Any]) -> int:

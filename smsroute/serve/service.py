@@ -15,8 +15,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiohttp import web
-
 from smsroute import segments
 from smsroute.config import (
     Settings,
@@ -90,16 +88,17 @@ class Service:
         self.worker = worker
         self.workers = workers
         self.draining = False
+        self.loop_name = "asyncio"
 
     # -- callers ------------------------------------------------------------------------
 
-    def admit(self, request: web.Request, key: str | None, *, cost: int = 1) -> Caller | None:
+    def admit(self, key: str | None, *, cost: int = 1) -> Caller | None:
         """Return the caller a key names (None: open service); raise Refusal 401 or 429."""
-        caller = self.authenticate(request, key)
+        caller = self.authenticate(key)
         self.limit(caller, cost)
         return caller
 
-    def authenticate(self, request: web.Request, key: str | None) -> Caller | None:
+    def authenticate(self, key: str | None) -> Caller | None:
         """Return the caller a key names (None: open service), set for the request; else 401."""
         if self.callers.open:
             return None
@@ -147,6 +146,7 @@ class Service:
 
     async def start(self) -> None:
         """Start the background work (the balance poll)."""
+        self.loop_name = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         self.balance.start_polling(self.settings.serve.balance_interval)
 
     async def close(self) -> None:

@@ -135,7 +135,10 @@ def render_status(service: Service, ready: str | None) -> str:
         ("endpoint", "method", "status", "requests"),
         [(e, m, str(s), n) for (e, m, s), n in sorted(service.http.counts.items())],
     )
-    worker = f"worker {service.worker + 1} of {service.workers}, pid {os.getpid()}"
+    worker = (
+        f"worker {service.worker + 1} of {service.workers}, pid {os.getpid()},"
+        f" {service.loop_name} loop"
+    )
     uptime = _duration(time.time() - service.started)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
