@@ -361,3 +361,18 @@ def test_the_caller_key_is_never_sent_to_the_vendor(vendor):
     assert sent
     assert all(r.params.get("apikey") == vendor.apikey for r in sent)
     assert all(CLIENT_KEY not in repr(r) for r in sent)
+
+
+def test_a_sqlite_cache_keeps_answers_across_restarts(vendor, tmp_path):
+    """[cache] backend = "sqlite": a second service on the same file pays nothing."""
+    path = tmp_path / "answers.sqlite3"
+    settings = settings_for(vendor, cache={"backend": "sqlite", "path": str(path)})
+
+    async def ask():
+        async with serving(settings) as (client, _service):
+            r = await client.get("/v1/route", params={"mobile": PORTED})
+            return (await r.json())["source"]
+
+    assert run(ask()) == "upstream"
+    assert run(ask()) == "cache"
+    assert vendor.paid == 1

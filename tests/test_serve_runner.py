@@ -299,3 +299,36 @@ def test_a_worker_that_dies_is_restarted(tmp_path, spawn, fake_carrier_server):
             time.sleep(0.1)
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(15) == 0
+
+
+def test_a_trickling_request_head_is_cut_off_at_idle_timeout(tmp_path, spawn, fake_carrier_server):
+    """A client that sends half a request head and waits is disconnected after idle_timeout."""
+    path = write(tmp_path, vendor_toml(fake_carrier_server, serve="idle_timeout = 1"))
+    p = spawn(path, "--log-level", "warning")
+    port = int(p.url().rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server
+        assert 0.5 < time.monotonic() - started < 8
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(10) == 0
+
+
+def test_workers_share_a_callers_daily_quota(tmp_path, spawn, fake_carrier_server):
+    """--workers 2: daily_queries holds for the caller across both workers (shared memory)."""
+    clients = f'\n[[serve.clients]]\nname = "billing"\nkey = "{KEY}"\ndaily_queries = 3\n'
+    path = write(tmp_path, vendor_toml(fake_carrier_server, extra=clients))
+    p = spawn(path, "--workers", "2", "--log-level", "warning")
+    url = p.url()
+    sources = []
+    for i in range(8):  # new connections: both workers take some
+        request = urllib.request.Request(
+            f"{url}/v1/route?mobile=1390000{i:04d}", headers={"Authorization": f"Bearer {KEY}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            sources.append(json.loads(r.read())["source"])
+    assert sources.count("upstream") == 3
+    assert fake_carrier_server.paid == 3
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(15) == 0

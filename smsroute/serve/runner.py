@@ -41,7 +41,7 @@ from smsroute._log import get_logger
 from smsroute.config import Settings, load_settings
 from smsroute.errors import ConfigurationError
 from smsroute.netaddr import is_loopback
-from smsroute.serve.logs import configure_logging, flush_periodically
+from smsroute.serve.logs import configure_logging, flush_logs, flush_periodically
 
 __all__ = [
     "EXIT_FAILED",
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _say(message: str) -> None:
+    flush_logs()  # the log lines before this one come first
     print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
 
 
