@@ -361,3 +361,29 @@ def test_lookups_past_the_connection_pool_wait_here_and_fall_back_as_throttled()
         return metered.busy, metered.paid
 
     assert run(main()) == (1, 1)
+
+
+def test_kannel_setup_is_preferred_when_the_module_has_it(vendor, monkeypatch):
+    """A kannel module with setup_kannel(app, router, url, timeout=) is given the app itself."""
+    calls = []
+
+    def setup_kannel(app, router, sendsms_url, *, timeout=5.0):
+        calls.append((type(router).__name__, sendsms_url, timeout))
+
+        async def sendsms(request):
+            return web.Response(text="ok")
+
+        app.router.add_get("/cgi-bin/sendsms", sendsms)
+
+    fake = types.ModuleType(KANNEL_MODULE)
+    fake.setup_kannel = setup_kannel  # type: ignore[attr-defined]
+    fake.kannel_routes = None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, KANNEL_MODULE, fake)
+    settings = settings_for(vendor, kannel={"sendsms_url": "http://127.0.0.1:13013/x"})
+
+    async def main():
+        async with serving(settings) as (client, _service):
+            return (await client.get("/cgi-bin/sendsms")).status
+
+    assert run(main()) == 200
+    assert calls == [("PolicyView", "http://127.0.0.1:13013/x", 5.0)]

@@ -25,7 +25,7 @@ from smsroute.serve.ops import ops_routes
 from smsroute.serve.service import Service
 from smsroute.serve.status import status_routes
 
-__all__ = ["KANNEL_MODULE", "SERVICE", "create_app"]
+__all__ = ["KANNEL_MODULE", "SERVICE", "add_kannel", "create_app"]
 
 SERVICE: Final = web.AppKey("smsroute_service", Service)
 """Where the application keeps its Service: ``app[SERVICE]``."""
@@ -56,7 +56,7 @@ def create_app(
     app.add_routes(compat_routes(service))
     app.add_routes(ops_routes(service))
     app.add_routes(status_routes(service))
-    app.add_routes(kannel_routes(service))
+    add_kannel(app, service)
 
     async def started(_app: web.Application) -> None:
         await service.start()
@@ -69,11 +69,11 @@ def create_app(
     return app
 
 
-def kannel_routes(service: Service) -> list[web.RouteDef]:
-    """Return the Kannel pass-through routes, or none when it is not configured or not there."""
+def add_kannel(app: web.Application, service: Service) -> bool:
+    """Add the Kannel pass-through when ``[kannel] sendsms_url`` is set; return whether it was."""
     url = service.settings.kannel_url
     if url is None:
-        return []
+        return False
     try:
         # Imported by name: the module is written apart from this one, and the
         # service must start (without /cgi-bin/sendsms) while it is absent.
@@ -82,6 +82,11 @@ def kannel_routes(service: Service) -> list[web.RouteDef]:
         if exc.name != KANNEL_MODULE:
             raise
         _log.warning("serve.kannel_unavailable", module=KANNEL_MODULE)
-        return []
-    routes = module.kannel_routes(service.view, url, timeout=service.settings.kannel_timeout)
-    return list(routes)
+        return False
+    timeout = service.settings.kannel_timeout
+    setup = getattr(module, "setup_kannel", None)
+    if setup is not None:  # routes and the session they send through
+        setup(app, service.view, url, timeout=timeout)
+    else:
+        app.add_routes(list(module.kannel_routes(service.view, url, timeout=timeout)))
+    return True

@@ -219,15 +219,16 @@ def _url(host: str, port: int) -> str:
 # -- one worker -----------------------------------------------------------------------
 
 
-async def serve(service: Any, sock: socket.socket, *, on_ready: Callable[[int], None]) -> int:
-    """Serve ``service`` on the bound ``sock`` until SIGTERM or SIGINT, then drain; return 0."""
+async def serve(app: Any, sock: socket.socket, *, on_ready: Callable[[int], None]) -> int:
+    """Serve the app on the bound ``sock`` until SIGTERM or SIGINT, then drain; return 0."""
     from aiohttp import web
 
-    from smsroute.serve.app import create_app
+    from smsroute.serve.app import SERVICE
 
+    service = app[SERVICE]
     s = service.settings.serve
     runner = web.AppRunner(
-        create_app(service=service),
+        app,
         handle_signals=False,
         access_log=None,  # the service logs its own structured access events
         shutdown_timeout=s.drain_seconds,
@@ -273,6 +274,7 @@ def _exit_now() -> None:
 
 
 def _serve_alone(settings: Settings) -> int:
+    from smsroute.serve.app import create_app
     from smsroute.serve.service import Service
 
     host, port = settings.serve.host, settings.serve.port
@@ -282,16 +284,17 @@ def _serve_alone(settings: Settings) -> int:
         _say(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         return EXIT_FAILED
     try:
-        service = Service(settings)
-    except ConfigurationError as exc:  # checked by _preflight already; a file may have changed
+        app = create_app(service=Service(settings))
+    except ConfigurationError as exc:  # a Kannel gateway that is not an smsc-id, say
         sock.close()
-        _say(str(exc))
+        where = "" if settings.source == "<settings>" else f"{settings.source}: "
+        _say(f"{where}{exc}")
         return EXIT_USAGE
 
     def ready(bound: int) -> None:
         _say(f"listening on {_url(host, bound)} (1 worker, pid {os.getpid()})")
 
-    status = run_loop(serve(service, sock, on_ready=ready), settings.serve.event_loop)
+    status = run_loop(serve(app, sock, on_ready=ready), settings.serve.event_loop)
     _say("stopped")
     return status
 
@@ -313,19 +316,20 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging(options["log_level"], worker=index + 1)
     try:
+        from smsroute.serve.app import create_app
         from smsroute.serve.callers import Limits
         from smsroute.serve.service import Service
 
         settings = _settings({**options, "port": port})
         slots, lock = shared
         limits = Limits(len(settings.serve.clients), slots=slots, lock=lock)
-        service = Service(settings, limits=limits, worker=index, workers=count)
+        app = create_app(service=Service(settings, limits=limits, worker=index, workers=count))
         sock = _bind(settings.serve.host, port, reuse_port=True)
     except (ConfigurationError, OSError) as exc:
         events.put(("error", index, str(exc)))
         sys.exit(EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILED)
     run_loop(
-        serve(service, sock, on_ready=lambda _port: events.put(("ready", index, ""))),
+        serve(app, sock, on_ready=lambda _port: events.put(("ready", index, ""))),
         settings.serve.event_loop,
     )
 
