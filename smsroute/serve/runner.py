@@ -172,7 +172,7 @@ def _uvloop(kind: str) -> Any:
 
 def run_loop(main: Coroutine[Any, Any, int], kind: str = "auto") -> int:
     """Run ``main`` on uvloop's loop (``auto``: when installed) or asyncio's; return its result."""
-    # Measured by benchmarks/serve_bench.py: a cache hit costs ~15% less CPU on uvloop.
+    # Measured by benchmarks/serve_bench.py: a request costs 6-10% less CPU on uvloop.
     uvloop = _uvloop(kind)
     if uvloop is None:
         return asyncio.run(main)
