@@ -49,6 +49,13 @@ __all__ = ["ENV_APIKEY", "ENV_BASE_URL", "build_parser", "format_table", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # The service has its own options (and reads the config file); it is
+        # loaded only when asked for, so the other commands never import aiohttp.
+        from smsroute.serve import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -113,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in (lookup, balance, segment, route, cache, fake_server, demo):
         command.register(sub)
+    # Listed for --help; `smsroute serve ...` is handed to smsroute.serve.main by main().
+    sub.add_parser(
+        "serve",
+        help="the HTTP routing service for platforms that are not Python (serve --help)",
+        add_help=False,
+    )
     return parser
 
 
