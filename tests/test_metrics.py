@@ -227,8 +227,12 @@ EVENT = re.compile(r"[a-z]+(\.[a-z_]+)+")
 def emitted_events() -> dict[str, str]:
     """Return every structlog event name the package logs, with the module logging it."""
     events: dict[str, str] = {}
-    for path in sorted(Path(smsroute.__file__).parent.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for path in sorted(Path(smsroute.__file__).parent.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        # Lines written through a plain stdlib format (the service's access log).
+        for name in re.findall(r'"event=([a-z_]+\.[a-z_.]+) ', source):
+            events[name] = path.name
+        for node in ast.walk(ast.parse(source)):
             if not isinstance(node, ast.Call) or not node.args:
                 continue
             func = node.func
