@@ -26,6 +26,7 @@ from smsroute.core.outcome import CIRCUIT_OPEN, reason_key
 from smsroute.core.policy import Route, RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_stats
+from smsroute.core.vendor import maybe_billed
 from smsroute.decision import Decision
 from smsroute.errors import ConfigurationError, LookupFailed, NoRoute
 from smsroute.models import CarrierInfo
@@ -99,6 +100,7 @@ class BaseRouter:
         self._upstream_calls = Tally()
         self._coalesced = Tally()
         self._reroutes = Tally()
+        self._maybe_billed = Tally()
         # Decisions counted by (source, operator): a hit bumps the counter its
         # memo entry carries, so counting by operator costs the hot path nothing.
         self._by: dict[tuple[Source, Carrier | None], Tally] = {
@@ -185,6 +187,8 @@ class BaseRouter:
         if isinstance(step, resolve.Success):
             self.breaker.success()
         elif isinstance(step, resolve.Failure):
+            if maybe_billed(step.error):
+                self._maybe_billed.bump()
             alert = self.breaker.failure(step.error)
             if alert is not None and self._on_alert is not None:
                 call_alert_hook(self._on_alert, alert)
@@ -298,6 +302,7 @@ class BaseRouter:
             upstream_calls=self._upstream_calls.value,
             coalesced=self._coalesced.value,
             reroutes=self._reroutes.value,
+            maybe_billed=self._maybe_billed.value,
             errors=errors,
             fallback_reasons=reasons,
             breaker=self.breaker.state,

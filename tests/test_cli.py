@@ -435,3 +435,12 @@ def test_python_m_smsroute_version():
     )
     assert result.returncode == 0
     assert result.stdout == f"smsroute {smsroute.__version__}\n"
+
+
+def test_route_summary_counts_lookups_that_may_have_been_billed(server, numbers_txt, capsys):
+    """A lookup that timed out after its request went out is counted as maybe billed."""
+    server.fault = "hang"
+    argv = ["route", str(numbers_txt), "--no-cache", "--deadline", "0.2", "--concurrency", "1"]
+    assert cli.main([*argv, "--on-failure", "fallback"]) == 3
+    err = capsys.readouterr().err
+    assert "maybe billed: " in err

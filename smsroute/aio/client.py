@@ -255,6 +255,7 @@ class AsyncCarrierClient:
         session = self._open()
         url = self._settings.url(endpoint)
         failure: str | None = None
+        timed_out = False
         status = 0
         content: bytes | None = None
         try:
@@ -280,13 +281,21 @@ class AsyncCarrierClient:
                 status = resp.status
                 content = await _read_capped(resp)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            failure = f"{endpoint}: timed out"
+            failure, timed_out = f"{endpoint}: timed out", True
         except aiohttp.ClientError as exc:
             failure = f"{endpoint}: {_describe(exc, self._settings.apikey)}"
         if failure is not None:
             # Raised outside the except block, so that aiohttp's exception is not
             # even the suppressed __context__: its message may carry the URL,
             # apikey included for GET.
+            if timed_out and endpoint == vendor.CARRIER:
+                # aiohttp does not tell whether the request was written before
+                # the budget ran out: count it as maybe billed, and do not retry
+                # it into more charges (as CarrierClient does for a timeout
+                # after sending). /balance is free: retried.
+                raise vendor.mark(
+                    TransportError(failure), maybe_billed=True, timed_out=True, retryable=False
+                )
             raise TransportError(failure)
         if status != 200:
             raise TransportError(f"{endpoint}: HTTP {status}")

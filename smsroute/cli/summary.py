@@ -116,8 +116,11 @@ def print_summary(s: RouteSummary, stats: RouterStats, seconds: float) -> None:
             f"({100.0 * s.ported / s.answered:.1f}%)"
         )
     decisions = stats["decisions"]
+    # Timeouts after the request went out may have been charged all the same.
+    maybe = f", maybe billed: {stats['maybe_billed']:,}" if stats["maybe_billed"] else ""
     lines.append(
-        f"  queries paid: {decisions['upstream']:,} (upstream calls: {stats['upstream_calls']:,}); "
+        f"  queries paid: {decisions['upstream']:,} (upstream calls: {stats['upstream_calls']:,}"
+        f"{maybe}); "
         f"cache hits: {decisions['cache']:,}; stale: {decisions['stale']:,}; "
         f"fallbacks: {decisions['fallback']:,}"
     )

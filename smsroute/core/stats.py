@@ -54,6 +54,8 @@ class RouterStats(TypedDict):
     """Misses that followed another caller's lookup of the same number."""
     reroutes: int
     """Sends a gateway refused as not its own (WrongCarrier) and that were routed again."""
+    maybe_billed: int
+    """Lookups that failed after the request went out (a timeout): the vendor may have charged."""
     errors: dict[str, int]
     """Failures by vendor code or exception name; ``cache`` for cache I/O."""
     fallback_reasons: dict[str, int]
@@ -105,6 +107,7 @@ def build_stats(
     coalesced: int,
     errors: Mapping[str, int],
     reroutes: int = 0,
+    maybe_billed: int = 0,
     fallback_reasons: Mapping[str, int],
     breaker: str,
     breaker_opened: int,
@@ -128,6 +131,7 @@ def build_stats(
         "upstream_calls": upstream_calls,
         "coalesced": coalesced,
         "reroutes": reroutes,
+        "maybe_billed": maybe_billed,
         "errors": dict(errors),
         "fallback_reasons": dict(fallback_reasons),
         "breaker": breaker,
