@@ -59,12 +59,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from smsroute.core.freshness import CachePolicy
-from smsroute.redis_protocol import CLAIM_LUA, RELEASE_LUA, UNLOCKED, BaseRedisCache, Poll
+from smsroute.redis_protocol import (
+    CLAIM_LUA,
+    RELEASE_LUA,
+    UNLOCKED,
+    BaseRedisCache,
+    Poll,
+    connect_options,
+)
 from smsroute.types import Clock
 
 try:
     import redis
-    from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.retry import Retry
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
@@ -137,33 +143,15 @@ class RedisCache(BaseRedisCache):
         self._sleep = sleep
         self._client: redis.Redis | RedisCluster
         if isinstance(url_or_client, str):
-            timeout = float(socket_timeout)
-            connect = timeout if connect_timeout is None else connect_timeout
-            # redis-py's default retry (10 attempts with back-off) would hold a
-            # send for seconds on a dead server; one immediate retry on a
-            # connection error is kept, so that the first command after a
-            # Redis restart reconnects instead of failing.
-            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+            options = connect_options(socket_timeout, connect_timeout, Retry)
             if cluster:
                 # RedisCluster asks the node for the slot map now (and raises if
                 # it cannot); it follows MOVED/ASK by itself and, on a
                 # connection error, refreshes the map and retries once.
-                self._client = RedisCluster.from_url(
-                    url_or_client,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=connect,
-                    retry=retry,
-                    health_check_interval=0,
-                )
+                self._client = RedisCluster.from_url(url_or_client, **options)
             else:
                 # from_url does not connect: a cache built while Redis is down is fine.
-                self._client = redis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=connect,
-                    retry=retry,
-                    health_check_interval=0,
-                )
+                self._client = redis.Redis.from_url(url_or_client, **options)
             self._owns_client = True
         else:
             self._client = url_or_client

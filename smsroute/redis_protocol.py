@@ -34,6 +34,8 @@ from smsroute.tiers import Counts, Health, NearTier
 from smsroute.types import Clock
 
 try:
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
 
     # Errors that are Redis's answer, not a failure to reach it: a refused
@@ -42,6 +44,27 @@ try:
     _ANSWERED: tuple[type[Exception], ...] = (ResponseError,)
 except ImportError:  # pragma: no cover - without redis-py no command is ever sent
     _ANSWERED = ()
+
+
+def connect_options(
+    socket_timeout: float, connect_timeout: float | None, retry_class: Any
+) -> dict[str, Any]:
+    """Return the ``from_url`` keywords every smsroute Redis client is made with.
+
+    Short timeouts (a send waits on them), and one immediate retry on a
+    connection error, so that the first command after a Redis restart
+    reconnects instead of failing: redis-py's default (10 attempts with
+    back-off) would hold a send for seconds on a dead server. ``retry_class``
+    is ``redis.retry.Retry`` or ``redis.asyncio.retry.Retry``.
+    """
+    timeout = float(socket_timeout)
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout if connect_timeout is None else connect_timeout,
+        "retry": retry_class(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "health_check_interval": 0,
+    }
+
 
 __all__ = [
     "CLAIM_LUA",
@@ -53,6 +76,7 @@ __all__ = [
     "BaseRedisCache",
     "Poll",
     "check_prefix",
+    "connect_options",
     "dump_value",
     "expiry",
     "keys",

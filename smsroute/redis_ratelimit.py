@@ -32,12 +32,12 @@ from typing import Final
 from smsroute._log import get_logger
 from smsroute.errors import Throttled
 from smsroute.ratelimit import RateLimit
+from smsroute.redis_protocol import connect_options
 from smsroute.tiers import Counts, Health
 from smsroute.types import Clock
 
 try:
     import redis
-    from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.retry import Retry
 except ImportError:  # pragma: no cover - without redis-py the class refuses to build
@@ -129,17 +129,9 @@ class RedisRateLimit:
         self._health = Health(backoff=backoff, failures=1, monotonic=monotonic, counts=self._counts)
         self._client: redis.Redis | RedisCluster
         if isinstance(url_or_client, str):
-            timeout = float(socket_timeout)
-            # As RedisCache: short timeouts, one immediate retry on a connection
-            # error (a restarted Redis), no seconds-long default retries.
-            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
             factory = RedisCluster if cluster else redis.Redis
             self._client = factory.from_url(
-                url_or_client,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=retry,
-                health_check_interval=0,
+                url_or_client, **connect_options(socket_timeout, None, Retry)
             )
             self._owns_client = True
         else:

@@ -31,15 +31,20 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from smsroute.core.freshness import CachePolicy
-from smsroute.redis_protocol import CLAIM_LUA, RELEASE_LUA, UNLOCKED, BaseRedisCache, Poll
+from smsroute.redis_protocol import (
+    CLAIM_LUA,
+    RELEASE_LUA,
+    UNLOCKED,
+    BaseRedisCache,
+    Poll,
+    connect_options,
+)
 from smsroute.types import Clock
 
 try:
-    import redis
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
 except ImportError:  # pragma: no cover - exercised in a subprocess by the tests
     aioredis = None  # type: ignore[assignment]
 
@@ -105,30 +110,13 @@ class AsyncRedisCache(BaseRedisCache):
         )
         self._client: aioredis.Redis | RedisCluster
         if isinstance(url_or_client, str):
-            timeout = float(socket_timeout)
-            connect = timeout if connect_timeout is None else connect_timeout
-            # As RedisCache: no connection yet, one immediate retry on a
-            # connection error (a restarted Redis), none of redis-py's
-            # seconds-long default retries on a send path.
-            retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+            options = connect_options(socket_timeout, connect_timeout, Retry)
             if cluster:
                 # The asyncio RedisCluster reads the slot map on its first
                 # command; it follows MOVED/ASK by itself.
-                self._client = RedisCluster.from_url(
-                    url_or_client,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=connect,
-                    retry=retry,
-                    health_check_interval=0,
-                )
+                self._client = RedisCluster.from_url(url_or_client, **options)
             else:
-                self._client = aioredis.Redis.from_url(
-                    url_or_client,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=connect,
-                    retry=retry,
-                    health_check_interval=0,
-                )
+                self._client = aioredis.Redis.from_url(url_or_client, **options)
             self._owns_client = True
         else:
             self._client = url_or_client
