@@ -25,12 +25,12 @@ import contextlib
 import functools
 import inspect
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from smsroute import segments
+from smsroute.aio.bulk import route_ordered, route_pool
 from smsroute.aio.client import AsyncCarrierClient
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
@@ -423,7 +423,9 @@ class AsyncRouter(BaseRouter):
                     raise
                 mobiles.append(exc)
         unique = list(dict.fromkeys(m for m in mobiles if isinstance(m, str)))
-        results = await self._pool(unique, concurrency, fallback)
+        results = await route_pool(
+            functools.partial(self.route, fallback=fallback), unique, concurrency
+        )
         out: list[Any] = []
         for m in mobiles:
             result = results[m] if isinstance(m, str) else m
@@ -446,59 +448,11 @@ class AsyncRouter(BaseRouter):
         progress or waiting to be yielded. An error (InvalidNumber, NoRoute)
         is raised at its place, or yielded there with ``return_exceptions``.
         """
-        async for _number, result in self._ordered(numbers, concurrency, fallback):
+        route = functools.partial(self.route, fallback=fallback)
+        async for _number, result in route_ordered(route, numbers, concurrency):
             if isinstance(result, SmsRouteError) and not return_exceptions:
                 raise result
             yield result
-
-    async def _pool(self, mobiles: list[str], concurrency: int, fallback: bool) -> dict[str, Any]:
-        """Route every number on ``concurrency`` worker coroutines; return the results by number."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        # A fixed set of workers rather than a task per number behind a
-        # semaphore: measured 44-90 us less CPU per lookup at concurrency 256.
-        results: dict[str, Any] = {}
-        todo = iter(mobiles)
-
-        async def worker() -> None:
-            for mobile in todo:
-                try:
-                    results[mobile] = await self.route(mobile, fallback=fallback)
-                except SmsRouteError as exc:
-                    results[mobile] = exc
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(mobiles)) or 1)))
-        return results
-
-    async def _ordered(
-        self, numbers: Iterable[str], concurrency: int, fallback: bool = True
-    ) -> AsyncIterator[tuple[str, Any]]:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(number: str) -> Any:
-            async with gate:
-                try:
-                    return await self.route(number, fallback=fallback)
-                except SmsRouteError as exc:
-                    return exc
-
-        pending: deque[tuple[str, asyncio.Task[Any]]] = deque()
-        try:
-            for number in numbers:
-                pending.append((number, asyncio.ensure_future(one(number))))
-                if len(pending) >= 4 * concurrency:
-                    done, task = pending.popleft()
-                    yield done, await task
-            while pending:
-                done, task = pending.popleft()
-                yield done, await task
-        finally:
-            # Closed early: lookups in flight are paid already, let them land.
-            for _number, task in pending:
-                with contextlib.suppress(BaseException):
-                    await task
 
     @property
     def cache(self) -> Any:
