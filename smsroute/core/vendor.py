@@ -35,6 +35,7 @@ __all__ = [
     "BALANCE",
     "CARRIER",
     "MAX_BODY",
+    "REASONS",
     "REASON_LIMIT",
     "balance_form",
     "carrier_form",
@@ -47,6 +48,19 @@ __all__ = [
     "safe_text",
     "unusable",
 ]
+
+REASONS: Final[Mapping[int, str]] = {
+    0: "Succ",
+    1: "请求参数缺失,apikey长度不对,查询的手机号码长度不对,查询的手机号码有误",
+    -1: "apikey信息不匹配(用户信息不正确)apikey不正确",
+    -2: "查询的手机号码长度不对",
+    -3: "请填写正确的手机号码",
+    -4: "未查询到相关信息或填写正确的手机号码再查询",
+    -5: "当前余额不足发起本次查询请求,请与供应商联系",
+    -8: "系统错误,请稍候再试",
+    -9: "ip地址鉴权失败",
+}
+"""The vendor's reason text for each code of its code table (its document, 错误码)."""
 
 CARRIER: Final = "/carrier"
 BALANCE: Final = "/balance"

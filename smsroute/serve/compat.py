@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from smsroute.core.vendor import REASONS
 from smsroute.decision import Decision
 from smsroute.errors import ApiError, InvalidNumber, LookupFailed
 from smsroute.serve.callers import Caller, find_key
@@ -32,18 +33,6 @@ from smsroute.serve.service import Service
 
 __all__ = ["REASONS", "compat_routes", "vendor_body"]
 
-REASONS: Final[Mapping[int, str]] = {
-    0: "Succ",
-    1: "请求参数缺失,apikey长度不对,查询的手机号码长度不对,查询的手机号码有误",
-    -1: "apikey信息不匹配(用户信息不正确)apikey不正确",
-    -2: "查询的手机号码长度不对",
-    -3: "请填写正确的手机号码",
-    -4: "未查询到相关信息或填写正确的手机号码再查询",
-    -5: "当前余额不足发起本次查询请求,请与供应商联系",
-    -8: "系统错误,请稍候再试",
-    -9: "ip地址鉴权失败",
-}
-"""The vendor's reason text for each code of its code table."""
 
 _PASSED: Final = frozenset({1, -2, -3, -4, -5, -8})  # vendor codes passed on as they are
 _CODE_IN_REASON: Final = re.compile(r"^\w+ (-?\d+):")  # "ServiceError -8: ..." (core.outcome)

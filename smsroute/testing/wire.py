@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
+from smsroute.core.vendor import REASONS
 from smsroute.netaddr import is_loopback
 
 __all__ = [
@@ -34,18 +35,6 @@ __all__ = [
     "request_params",
 ]
 
-REASONS: Final[Mapping[int, str]] = {
-    0: "Succ",
-    1: "请求参数缺失,apikey长度不对,查询的手机号码长度不对,查询的手机号码有误",
-    -1: "apikey信息不匹配(用户信息不正确)apikey不正确",
-    -2: "查询的手机号码长度不对",
-    -3: "请填写正确的手机号码",
-    -4: "未查询到相关信息或填写正确的手机号码再查询",
-    -5: "当前余额不足发起本次查询请求,请与供应商联系",
-    -8: "系统错误,请稍候再试",
-    -9: "ip地址鉴权失败",
-}
-"""The vendor's reason text for every code in its code table."""
 
 JSON_TYPE: Final = "application/json; charset=utf-8"
 HTML_TYPE: Final = "text/html; charset=utf-8"
