@@ -29,10 +29,10 @@ from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
 from smsroute.core.vendor import MAX_BODY, mark, safe_text
-from smsroute.errors import LookupFailed, Throttled, TransportError
+from smsroute.errors import LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import mask, normalize
-from smsroute.ratelimit import RateLimiter
+from smsroute.ratelimit import RateLimiter, turn
 from smsroute.resilience import default_retrying, is_retryable, within_budget
 from smsroute.watchdog import WATCHDOG, DeadlineAdapter, Resolver
 
@@ -229,9 +229,7 @@ class CarrierClient:
             if self.rate_limit is not None:
                 # A turn within the budget, or Throttled now: no call is made
                 # that could not be finished in time.
-                wait = self.rate_limit.reserve(budget)
-                if wait is None:
-                    raise Throttled(f"{endpoint}: rate limit: no turn within {budget:.3f} s")
+                wait = turn(self.rate_limit, budget, f"{endpoint}: rate limit")
                 if wait > 0:
                     time.sleep(wait)
                     if deadline is not None:

@@ -22,7 +22,7 @@ from smsroute.core.ratelimit import TokenBucket
 from smsroute.errors import Throttled
 from smsroute.types import Clock
 
-__all__ = ["RateLimit", "RateLimiter"]
+__all__ = ["RateLimit", "RateLimiter", "turn"]
 
 
 @runtime_checkable
@@ -31,6 +31,18 @@ class RateLimiter(Protocol):
 
     def reserve(self, max_wait: float) -> float | None:
         """Return how long to wait before the call (the token is then reserved), or None."""
+
+
+def turn(limiter: RateLimiter, max_wait: float, what: str) -> float:
+    """Return the seconds to wait for a reserved token; raise Throttled if none comes in time.
+
+    What every user of a limiter does (both clients, and ``acquire`` on the
+    limiters themselves); ``what`` names the limit in the Throttled message.
+    """
+    wait = limiter.reserve(max_wait)
+    if wait is None:
+        raise Throttled(f"{what}: no token within {max_wait:.3f} s")
+    return wait
 
 
 class RateLimit:
@@ -63,17 +75,13 @@ class RateLimit:
 
     def acquire(self, max_wait: float, *, sleep: object = time.sleep) -> None:
         """Wait for a token; raise Throttled when none can come within ``max_wait`` seconds."""
-        wait = self.reserve(max_wait)
-        if wait is None:
-            raise Throttled(f"rate limit of {self.qps:g}/s: no token within {max_wait:.3f} s")
+        wait = turn(self, max_wait, f"rate limit of {self.qps:g}/s")
         if wait > 0:
             sleep(wait)  # type: ignore[operator]
 
     async def aacquire(self, max_wait: float) -> None:
         """Await a token; raise Throttled when none can come within ``max_wait`` seconds."""
-        wait = self.reserve(max_wait)
-        if wait is None:
-            raise Throttled(f"rate limit of {self.qps:g}/s: no token within {max_wait:.3f} s")
+        wait = turn(self, max_wait, f"rate limit of {self.qps:g}/s")
         if wait > 0:
             await asyncio.sleep(wait)
 

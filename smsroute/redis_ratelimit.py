@@ -30,8 +30,7 @@ import time
 from typing import Final
 
 from smsroute._log import get_logger
-from smsroute.errors import Throttled
-from smsroute.ratelimit import RateLimit
+from smsroute.ratelimit import RateLimit, turn
 from smsroute.redis_protocol import connect_options
 from smsroute.tiers import Counts, Health
 from smsroute.types import Clock
@@ -181,17 +180,13 @@ class RedisRateLimit:
 
     def acquire(self, max_wait: float, *, sleep: object = time.sleep) -> None:
         """Wait for a token; raise Throttled when none can come within ``max_wait`` seconds."""
-        wait = self.reserve(max_wait)
-        if wait is None:
-            raise Throttled(f"fleet rate limit of {self.qps:g}/s: no token within {max_wait:.3f} s")
+        wait = turn(self, max_wait, f"fleet rate limit of {self.qps:g}/s")
         if wait > 0:
             sleep(wait)  # type: ignore[operator]
 
     async def aacquire(self, max_wait: float) -> None:
         """Await a token (the reserving round trip itself blocks); raise Throttled if none comes."""
-        wait = self.reserve(max_wait)
-        if wait is None:
-            raise Throttled(f"fleet rate limit of {self.qps:g}/s: no token within {max_wait:.3f} s")
+        wait = turn(self, max_wait, f"fleet rate limit of {self.qps:g}/s")
         if wait > 0:
             await asyncio.sleep(wait)
 

@@ -36,10 +36,10 @@ from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settin
 from smsroute.core import vendor
 from smsroute.core.outcome import is_retryable
 from smsroute.core.vendor import MAX_BODY, redact
-from smsroute.errors import LookupFailed, Throttled, TransportError
+from smsroute.errors import LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
 from smsroute.numbers import mask, normalize
-from smsroute.ratelimit import RateLimiter
+from smsroute.ratelimit import RateLimiter, turn
 from smsroute.resilience import default_async_retrying, within_budget
 from smsroute.types import Clock
 
@@ -228,9 +228,7 @@ class AsyncCarrierClient:
         limiter = self.rate_limit
         assert limiter is not None
         budget = end - self._clock() if end is not None else self._connect_read()[0]
-        wait = limiter.reserve(max(0.0, budget))
-        if wait is None:
-            raise Throttled(f"rate limit: no token within {max(0.0, budget):.3f} s")
+        wait = turn(limiter, max(0.0, budget), "rate limit")
         if wait > 0:
             await asyncio.sleep(wait)
 
