@@ -268,6 +268,18 @@ class SimClient:
 # -- the fake vendor ----------------------------------------------------------
 
 
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """Stop a fake-vendor child by closing its input; kill it if it is not gone in 10 s."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class ProcessServer:
     """FakeCarrierServer in a child process (benchmarks/_server.py): its own GIL."""
 
@@ -301,14 +313,7 @@ class ProcessServer:
 
     def close(self) -> None:
         """Stop the child (end of its input) and wait for it."""
-        if self._proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc)
 
 
 class ThreadServer:
@@ -421,14 +426,7 @@ class AioProcessServer:
 
     def close(self) -> None:
         """Stop the child (end of its input) and wait for it."""
-        if self._proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc)
 
 
 class AioThreadServer:
