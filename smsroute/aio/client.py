@@ -22,7 +22,6 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Final, TypeVar
 from urllib.parse import urlencode
 
@@ -32,6 +31,7 @@ from yarl import URL
 
 from smsroute._log import debug_enabled, get_logger
 from smsroute._version import __version__
+from smsroute.aio.types import AsyncClosing
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
 from smsroute.core.outcome import is_retryable
@@ -51,7 +51,7 @@ _log = get_logger()
 _T = TypeVar("_T")
 
 
-class AsyncCarrierClient:
+class AsyncCarrierClient(AsyncClosing):
     """An asyncio client of the vendor's carrier-lookup API (one aiohttp session, keep-alive).
 
     ``timeout`` is ``(connect, read)`` seconds (or one number for both) for a
@@ -101,17 +101,6 @@ class AsyncCarrierClient:
         return (
             f"AsyncCarrierClient(base_url={self.base_url!r}, method={self.method!r}, apikey='***')"
         )
-
-    async def __aenter__(self) -> AsyncCarrierClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the session and its pooled connections."""

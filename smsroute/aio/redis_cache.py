@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING
 
+from smsroute.aio.types import AsyncClosing
 from smsroute.core.freshness import CachePolicy
 from smsroute.redis_protocol import (
     CLAIM_LUA,
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["UNLOCKED", "AsyncRedisCache"]
 
 
-class AsyncRedisCache(BaseRedisCache):
+class AsyncRedisCache(AsyncClosing, BaseRedisCache):
     """An AsyncCacheBackend and AsyncSharedFlight on Redis, with a MemoryCache near tier in front.
 
     The keywords are RedisCache's: ``url_or_client`` is a ``redis://`` URL or
@@ -230,14 +230,3 @@ class AsyncRedisCache(BaseRedisCache):
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
-
-    async def __aenter__(self) -> AsyncRedisCache:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -26,12 +26,12 @@ import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
 from smsroute import segments
 from smsroute.aio.bulk import route_ordered, route_pool
 from smsroute.aio.client import AsyncCarrierClient
+from smsroute.aio.types import AsyncClosing, is_async
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
@@ -58,7 +58,7 @@ R = TypeVar("R")
 _DRAIN_SECONDS = 5.0  # aclose() waits this long for background cache writes
 
 
-class AsyncRouter(BaseRouter):
+class AsyncRouter(AsyncClosing, BaseRouter):
     """Choose the gateway for each number by its current operator, on an event loop.
 
     Takes what :class:`~smsroute.Router` takes. ``client`` is an
@@ -108,24 +108,9 @@ class AsyncRouter(BaseRouter):
         self._bounds_itself = isinstance(client, AsyncCarrierClient)
         c = self._cache
         self._cache_kind = (
-            "memory"
-            if isinstance(c, MemoryCache)
-            else "async"
-            if inspect.iscoroutinefunction(getattr(c, "get", None))
-            else "thread"
+            "memory" if isinstance(c, MemoryCache) else "async" if is_async(c) else "thread"
         )
         self._shared = c if all(hasattr(c, m) for m in ("claim", "wait", "release")) else None
-
-    async def __aenter__(self) -> AsyncRouter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Let background cache writes finish (for a few seconds at most)."""

@@ -10,9 +10,30 @@ only that the methods exist, so a synchronous cache (a MemoryCache) passes
 from __future__ import annotations
 
 import inspect
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, TypeVar, runtime_checkable
 
-__all__ = ["AsyncCacheBackend", "AsyncSharedFlight", "is_async"]
+__all__ = ["AsyncCacheBackend", "AsyncClosing", "AsyncSharedFlight", "is_async"]
+
+_C = TypeVar("_C", bound="AsyncClosing")
+
+
+class AsyncClosing:
+    """``async with`` for anything with an ``aclose()``: the asyncio front end's objects."""
+
+    async def aclose(self) -> None:
+        """Release what the object holds (overridden)."""
+
+    async def __aenter__(self: _C) -> _C:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 @runtime_checkable
