@@ -28,6 +28,7 @@ from smsroute._log import debug_enabled, get_logger, install_redaction
 from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
+from smsroute.core.outcome import busy_error
 from smsroute.core.vendor import MAX_BODY, mark, safe_text
 from smsroute.errors import LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
@@ -223,7 +224,8 @@ class CarrierClient:
             if deadline is not None:
                 left = deadline - self._clock()
                 if left <= 0:
-                    raise TransportError(f"{endpoint}: no time left in the deadline")
+                    # Spent before the attempt could start: no call, not the vendor's fault.
+                    raise busy_error(f"{endpoint}: no time left in the deadline")
                 timeout = _cap(self.timeout, left)
                 budget = min(budget, left)
             if self.rate_limit is not None:

@@ -116,6 +116,11 @@ class TransportError(LookupFailed):
     """True for a timeout (the budget ran out), False for a refusal, a reset, a bad body."""
     unusable: str = ""
     """The field that made a charged code-0 answer unusable (``Area``, ``Now_isp``), or ""."""
+    overloaded: bool = False
+    """True for a timeout that fired far too late: this process, not the vendor, was too busy.
+
+    .. versionadded:: 0.2.0
+    """
 
 
 class CircuitOpen(LookupFailed):

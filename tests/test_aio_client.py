@@ -236,3 +236,54 @@ def test_throttled_route_falls_back_without_opening_the_breaker(server):
     assert all(d.reason.startswith("throttled") for d in others)
     assert router.breaker.state == "closed"
     assert server.carrier_calls == 1
+
+
+def test_a_stalled_event_loop_is_not_blamed_on_the_vendor(server):
+    """Lookups that time out because this process's loop stalled never open the breaker.
+
+    The vendor answers in a millisecond, but a blocking call holds the event
+    loop past every lookup's budget (local overload: too many callers for the
+    CPU). The timeouts fire late, by far more than a healthy loop is ever
+    late: the breaker learns nothing from them, and the fallback reason says
+    the process was overloaded, not that the vendor was down.
+    """
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            router = AsyncRouter(c, GW, deadline=0.2)
+            await router.route("13900000001")  # connection warm, breaker closed
+            server.latency = 0.05
+
+            async def stall():
+                await asyncio.sleep(0.01)  # the lookups are on the wire by now
+                time.sleep(0.5)  # a CPU-bound burst holding the loop
+
+            stalled = asyncio.ensure_future(stall())
+            decisions = await asyncio.gather(
+                *(router.route(f"1390000{i:04d}") for i in range(2, 12))
+            )
+            await stalled
+            after = await router.route("13900000099")
+            return router, decisions, after
+
+    router, decisions, after = run(go())
+    late = [d for d in decisions if d.source == "fallback"]
+    assert late, "the stall made no lookup time out: the test proves nothing"
+    assert all("overloaded" in (d.reason or "") for d in late)
+    assert router.breaker.state == "closed"
+    assert after.source == "upstream"
+
+
+def test_a_vendor_that_hangs_still_opens_the_breaker(server):
+    """The overload check does not excuse a vendor that is down: a healthy loop is on time."""
+    server.set_fault("hang")
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url) as c:
+            router = AsyncRouter(c, GW, deadline=0.1)
+            for i in range(6):
+                d = await router.route(f"1390000{i:04d}")
+                assert "overloaded" not in (d.reason or "")
+            return router
+
+    assert run(go()).breaker.state == "open"

@@ -345,3 +345,35 @@ def test_sqlite_cache_under_the_async_router(tmp_path):
     cache.close()
     assert (first.source, second.source, second.carrier) == ("upstream", "cache", T)
     assert fake.calls == [MOBILE_NO]
+
+
+def test_a_stalled_loop_does_not_open_the_breaker_for_any_client():
+    """A client that does not bound itself (serve's metered one), timed out by a stall: no blame."""
+
+    class Parsing(AsyncFake):
+        """An answer that, like aiohttp's, takes a few loop turns from the socket to the caller."""
+
+        async def lookup(self, number, *, timeout=None):
+            await asyncio.sleep(self.delay)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return self.fake.lookup(number)
+
+    fake = Parsing(FakeClient({}), delay=0.05)
+
+    async def go():
+        router = AsyncRouter(fake, GW, deadline=0.2, breaker=CircuitBreaker(threshold=3))
+
+        async def stall():
+            await asyncio.sleep(0.01)
+            time.sleep(0.5)  # holds the loop past every lookup's budget
+
+        stalled = asyncio.ensure_future(stall())
+        decisions = await asyncio.gather(*(router.route(f"1390000{i:04d}") for i in range(10)))
+        await stalled
+        return router, decisions
+
+    router, decisions = asyncio.run(go())
+    assert {d.source for d in decisions} == {"fallback"}
+    assert all("overloaded" in d.reason for d in decisions)
+    assert router.breaker.state == "closed"

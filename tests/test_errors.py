@@ -23,6 +23,8 @@ from smsroute import (
     Unauthorized,
     WrongCarrier,
 )
+from smsroute.core.breaker import BreakerCore
+from smsroute.core.outcome import Blame, blame, busy_error, overloaded
 from smsroute.errors import error_for_code
 
 TREE = [
@@ -122,3 +124,19 @@ def test_plain_errors_pickle():
 def test_errors_are_exported_from_package():
     """The exception classes are the ones smsroute re-exports."""
     assert smsroute.errors.ApiError is ApiError
+
+
+def test_an_overloaded_timeout_tells_the_breaker_nothing():
+    """A timeout this process caused neither counts towards opening nor resets the count."""
+    assert not overloaded(0.002, 0.5)  # a healthy loop: a timer a couple of ms late
+    assert not overloaded(0.04, 0.5)  # under a tenth of the budget
+    assert overloaded(0.06, 0.5)
+    assert not overloaded(0.015, 0.05)  # the 20 ms floor on a small budget
+    assert blame(busy_error("timed out")) is Blame.NOTHING
+    core = BreakerCore(threshold=2)
+    core.failure(TransportError("timed out"), now=0.0)
+    for _ in range(10):
+        core.failure(busy_error("timed out, 300 ms late"), now=0.0)
+    assert (core.state, core.failures) == ("closed", 1)
+    core.failure(TransportError("timed out"), now=0.0)
+    assert core.state == "open"

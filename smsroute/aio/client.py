@@ -33,7 +33,7 @@ from smsroute._log import debug_enabled, get_logger
 from smsroute._version import __version__
 from smsroute.aio.types import AsyncClosing
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
-from smsroute.core import vendor
+from smsroute.core import outcome, vendor
 from smsroute.core.outcome import is_retryable
 from smsroute.core.vendor import MAX_BODY, redact
 from smsroute.errors import LookupFailed, TransportError
@@ -190,7 +190,7 @@ class AsyncCarrierClient(AsyncClosing):
         error: str | None = None
         try:
             if end is not None and end - self._clock() <= 0:
-                raise TransportError(f"{endpoint}: no time left in the deadline")
+                raise outcome.busy_error(f"{endpoint}: no time left in the deadline")
             if self.rate_limit is not None:
                 await self._throttle(end)
             content = await self._request(endpoint, params, self._timeouts(end))
@@ -241,8 +241,10 @@ class AsyncCarrierClient(AsyncClosing):
     ) -> bytes:
         session = self._open()
         url = self._settings.url(endpoint)
+        budget = timeout.total or 0.0
+        expires = self._clock() + budget
         failure: str | None = None
-        timed_out = False
+        timed_out = overloaded = False
         status = 0
         content: bytes | None = None
         try:
@@ -269,6 +271,10 @@ class AsyncCarrierClient(AsyncClosing):
                 content = await _read_capped(resp)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             failure, timed_out = f"{endpoint}: timed out", True
+            late = self._clock() - expires
+            overloaded = outcome.overloaded(late, budget)
+            if overloaded:
+                failure += outcome.overload_note(late)
         except aiohttp.ClientError as exc:
             failure = f"{endpoint}: {_describe(exc, self._settings.apikey)}"
         if failure is not None:
@@ -280,10 +286,13 @@ class AsyncCarrierClient(AsyncClosing):
                 # the budget ran out: count it as maybe billed, and do not retry
                 # it into more charges (as CarrierClient does for a timeout
                 # after sending). /balance is free: retried.
-                raise vendor.mark(
+                error = vendor.mark(
                     TransportError(failure), maybe_billed=True, timed_out=True, retryable=False
                 )
-            raise TransportError(failure)
+            else:
+                error = TransportError(failure)
+            error.overloaded = overloaded
+            raise error
         if status != 200:
             raise TransportError(f"{endpoint}: HTTP {status}")
         if content is None:

@@ -35,7 +35,7 @@ from smsroute.aio.types import AsyncClosing, is_async
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
-from smsroute.core.outcome import reason
+from smsroute.core.outcome import busy_error, overload_note, overloaded, reason
 from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.decision import Decision
@@ -234,7 +234,12 @@ class AsyncRouter(AsyncClosing, BaseRouter):
                 return await self._client.lookup(mobile, timeout=timeout)  # type: ignore[no-any-return]
             return await asyncio.wait_for(self._lookup(mobile, timeout), timeout)
         except asyncio.TimeoutError:
-            raise TransportError("/carrier: timed out (the lookup overran its budget)") from None
+            late = time.perf_counter() - started - timeout
+            if not overloaded(late, timeout):
+                raise TransportError(
+                    "/carrier: timed out (the lookup overran its budget)"
+                ) from None
+            raise busy_error("/carrier: timed out" + overload_note(late)) from None
         finally:
             self._observe(time.perf_counter() - started)
 

@@ -37,11 +37,14 @@ __all__ = [
     "Blame",
     "Judgement",
     "blame",
+    "busy_error",
     "check_answer",
     "error_label",
     "is_retryable",
     "is_transient",
     "judge_error",
+    "overload_note",
+    "overloaded",
     "reason",
     "reason_key",
     "usable_stale",
@@ -65,7 +68,43 @@ class Blame(enum.Enum):
     HARD = "hard"
     """An account problem (wrong key, no balance): opens at once, alerts."""
     NOTHING = "nothing"
-    """No call was made (an inner breaker refused): gives back a probe, learns nothing."""
+    """No call was made (an inner breaker refused), or this process was too busy to hear
+    the answer (an overloaded timeout): gives back a probe, learns nothing."""
+
+
+LATE_FLOOR: Final = 0.02
+LATE_SHARE: Final = 0.1
+
+
+def overloaded(late: float, budget: float) -> bool:
+    """Return True when a timeout that fired ``late`` seconds after its time says "we were busy".
+
+    A timer on a healthy event loop (or a healthy thread's watchdog) fires
+    within a millisecond or two of its time. One that fires a tenth of
+    its budget late, and at least 20 ms, means this process could not run
+    for that long (a burst of callers saturating the CPU, a blocking call
+    on the loop): the vendor's answer may well have been waiting in the
+    socket. Such a timeout says nothing about the vendor, so it must not
+    open the breaker: a breaker opened by local overload turns every miss
+    of the next cool-down into a segment-table guess.
+    """
+    return late > max(LATE_FLOOR, LATE_SHARE * budget)
+
+
+def overload_note(late: float) -> str:
+    """Return what a timeout's message adds when :func:`overloaded` says so."""
+    return f" (this process was overloaded: the timeout fired {late * 1000:.0f} ms late)"
+
+
+def busy_error(message: str) -> TransportError:
+    """Return a TransportError that this process's own slowness caused (never the vendor's).
+
+    For a timeout that :func:`overloaded` excuses, and for a budget spent
+    before the attempt could even start (no call was made).
+    """
+    exc = TransportError(message)
+    exc.overloaded = True
+    return exc
 
 
 def blame(exc: BaseException) -> Blame:
@@ -74,7 +113,7 @@ def blame(exc: BaseException) -> Blame:
         return Blame.HARD
     if isinstance(exc, ApiError) and not isinstance(exc, RETRYABLE):
         return Blame.HEALTHY
-    if isinstance(exc, CircuitOpen | Throttled):
+    if isinstance(exc, CircuitOpen | Throttled) or getattr(exc, "overloaded", False) is True:
         return Blame.NOTHING
     if unusable(exc):
         # A charged answer we cannot use (an unknown operator, a junk Area) is
