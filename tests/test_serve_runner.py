@@ -332,3 +332,41 @@ def test_workers_share_a_callers_daily_quota(tmp_path, spawn, fake_carrier_serve
     assert fake_carrier_server.paid == 3
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(15) == 0
+
+
+def test_metrics_show_every_worker_on_any_scrape(tmp_path, spawn, fake_carrier_server):
+    """--workers 2: a scrape answered by either worker shows both, labelled, and they add up."""
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = write(tmp_path, vendor_toml(fake_carrier_server))
+    p = spawn(path, "--workers", "2", "--log-level", "warning")
+    url = p.url()
+    for i in range(20):  # new connections: the kernel spreads them over both workers
+        assert get(f"{url}/v1/route?mobile=1390000{i:04d}")[0] == 200
+
+    def scrape():
+        _status, body = get(f"{url}/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        per_worker = {}
+        for s in families["smsroute_http_requests"].samples:
+            if s.labels["endpoint"] == "/v1/route":
+                w = s.labels["worker"]
+                per_worker[w] = per_worker.get(w, 0) + s.value
+        ages = {
+            s.labels["worker"] for s in families["smsroute_worker_snapshot_age_seconds"].samples
+        }
+        return per_worker, ages
+
+    end = time.monotonic() + 20
+    while True:  # a worker's figures reach the others within SNAPSHOT_SECONDS
+        per_worker, ages = scrape()
+        if sum(per_worker.values()) == 20 or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    assert ages == {"1", "2"}
+    assert set(per_worker) == {"1", "2"}, per_worker
+    assert sum(per_worker.values()) == 20
+    assert all(n > 0 for n in per_worker.values())
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.proc.wait(15) == 0

@@ -11,6 +11,7 @@ sendsms_url`` is set, the Kannel pass-through of
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from typing import Any, Final
 
@@ -21,7 +22,7 @@ from smsroute.config import Settings
 from smsroute.serve.api import api_routes
 from smsroute.serve.compat import compat_routes
 from smsroute.serve.observe import observe_middleware
-from smsroute.serve.ops import ops_routes
+from smsroute.serve.ops import metrics_snapshots, ops_routes
 from smsroute.serve.service import Service
 from smsroute.serve.status import status_routes
 
@@ -58,10 +59,16 @@ def create_app(
     app.add_routes(status_routes(service))
     add_kannel(app, service)
 
+    snapshots: list[asyncio.Task[None]] = []
+
     async def started(_app: web.Application) -> None:
         await service.start()
+        if service.metrics_dir is not None:
+            snapshots.append(asyncio.ensure_future(metrics_snapshots(service)))
 
     async def closed(_app: web.Application) -> None:
+        for task in snapshots:
+            task.cancel()
         await service.close()
 
     app.on_startup.append(started)

@@ -17,14 +17,16 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from smsroute._log import get_logger
 from smsroute.core.vendor import redact
 from smsroute.serve.replies import error_reply, json_reply
 from smsroute.serve.service import Service
 
-__all__ = ["HARD_INCIDENTS", "cache_problem", "ops_routes", "readiness"]
+__all__ = ["HARD_INCIDENTS", "cache_problem", "metrics_snapshots", "ops_routes", "readiness"]
 
 HARD_INCIDENTS: Final = ("unauthorized", "balance_exhausted")
 _PING_TIMEOUT: Final = 0.5  # seconds a readiness check waits for Redis
+_log = get_logger()
 
 
 async def cache_problem(cache: Any) -> str | None:
@@ -56,9 +58,19 @@ async def readiness(service: Service) -> str | None:
     return await cache_problem(service.cache)
 
 
+def _prometheus(service: Service) -> tuple[Any, Any] | None:
+    """Return serve.prom and the service's registry (made once), or None without the extra."""
+    try:
+        prom = importlib.import_module("smsroute.serve.prom")
+    except ImportError:  # prometheus-client is an optional extra
+        return None
+    if service.registry is None:
+        service.registry = prom.registry_for(service)
+    return prom, service.registry
+
+
 def ops_routes(service: Service) -> list[web.RouteDef]:
     """Return the routes of ``/healthz``, ``/readyz`` and ``/metrics`` served from ``service``."""
-    registry: list[Any] = []  # made on the first scrape
 
     async def healthz(request: web.Request) -> web.Response:
         return json_reply({"status": "ok"})
@@ -70,22 +82,38 @@ def ops_routes(service: Service) -> list[web.RouteDef]:
         return json_reply({"ready": True})
 
     async def metrics(request: web.Request) -> web.Response:
-        try:
-            prom = importlib.import_module("smsroute.serve.prom")
-        except ImportError:  # prometheus-client is an optional extra
+        found = _prometheus(service)
+        if found is None:
             return error_reply(
                 501,
                 "not_implemented",
                 "/metrics needs prometheus-client: pip install 'smsroute[prometheus]'",
             )
-        if not registry:
-            registry.append(prom.registry_for(service))
-        return web.Response(
-            body=prom.exposition(registry[0]), headers={"Content-Type": prom.CONTENT_TYPE_LATEST}
-        )
+        prom, registry = found
+        if service.metrics_dir is None:
+            body = prom.exposition(registry)
+        else:  # one of several workers: the whole fleet's figures
+            fleet = importlib.import_module("smsroute.serve.fleet")
+            body = fleet.exposition(registry, service.metrics_dir, service.worker)
+        return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
 
     return [
         web.get("/healthz", healthz, allow_head=True),
         web.get("/readyz", readyz, allow_head=True),
         web.get("/metrics", metrics, allow_head=False),
     ]
+
+
+async def metrics_snapshots(service: Service) -> None:
+    """Keep this worker's figures in the workers' metrics directory (serve.fleet): a task."""
+    found = _prometheus(service)
+    directory = service.metrics_dir
+    if found is None or directory is None:
+        return
+    fleet = importlib.import_module("smsroute.serve.fleet")
+    while True:
+        try:
+            fleet.write_snapshot(found[1], directory, service.worker)
+        except OSError as exc:  # a full disk costs the siblings' view, never a request
+            _log.warning("serve.metrics_snapshot_failed", error=type(exc).__name__)
+        await asyncio.sleep(fleet.SNAPSHOT_SECONDS)

@@ -29,9 +29,11 @@ import importlib
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -323,7 +325,14 @@ def _worker(
         settings = _settings({**options, "port": port})
         slots, lock = shared
         limits = Limits(len(settings.serve.clients), slots=slots, lock=lock)
-        app = create_app(service=Service(settings, limits=limits, worker=index, workers=count))
+        service = Service(
+            settings,
+            limits=limits,
+            worker=index,
+            workers=count,
+            metrics_dir=options.get("metrics_dir"),
+        )
+        app = create_app(service=service)
         sock = _bind(settings.serve.host, port, reuse_port=True)
     except (ConfigurationError, OSError) as exc:
         events.put(("error", index, str(exc)))
@@ -352,6 +361,10 @@ def _supervise(settings: Settings, options: dict[str, Any]) -> int:
         _log.warning("serve.unshared_cache", workers=count, hint="[cache] backend = redis")
     ctx = multiprocessing.get_context("spawn")
     shared = Limits.shared_slots(ctx, len(settings.serve.clients))
+    # Where the workers share their /metrics figures (serve.fleet); the
+    # supervisor's, removed with it.
+    metrics_dir = tempfile.mkdtemp(prefix="smsroute-metrics-")
+    options = {**options, "metrics_dir": metrics_dir}
     events = ctx.Queue()
     stopping = False
 
@@ -397,6 +410,7 @@ def _supervise(settings: Settings, options: dict[str, Any]) -> int:
     finally:
         _stop_all(workers, 1.0)
         holder.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _await_ready(

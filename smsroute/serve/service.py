@@ -60,6 +60,7 @@ class Service:
         workers: int = 1,
         client: Any = None,
         cache: Any = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.settings = settings
         loaded = build_segments(settings)
@@ -87,6 +88,10 @@ class Service:
         self.started = time.time()
         self.worker = worker
         self.workers = workers
+        self.metrics_dir = metrics_dir
+        """Where the workers of ``--workers N`` share their figures (serve.fleet), or None."""
+        self.registry: Any = None
+        """The Prometheus registry of ``/metrics``, made by serve.ops on first use."""
         self.draining = False
         self.loop_name = "asyncio"
 
