@@ -38,7 +38,7 @@ metric                                      type     labels / meaning
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 try:
     from prometheus_client.core import (
@@ -56,10 +56,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from smsroute.core.stats import Histogram, RouterStats, build_stats
 
 if TYPE_CHECKING:
-    from smsroute.routing import Router
     from smsroute.watcher import BalanceWatcher
 
-__all__ = ["BREAKER_STATES", "PrometheusCollector"]
+__all__ = ["BREAKER_STATES", "HasStats", "PrometheusCollector"]
 
 BREAKER_STATES: Final = {"closed": 0, "half-open": 1, "open": 2}
 """The value of ``<namespace>_breaker_state`` for each breaker state."""
@@ -78,12 +77,25 @@ _EMPTY: Final = build_stats(
 )
 
 
+class HasStats(Protocol):
+    """What the collector reads: ``stats()``, which Router and AsyncRouter both have."""
+
+    def stats(self) -> RouterStats:
+        """Return the router's counters (see :class:`smsroute.core.stats.RouterStats`)."""
+        ...
+
+
 class PrometheusCollector:
-    """A prometheus_client collector over ``router.stats()`` (and ``watcher``), at scrape time."""
+    """A prometheus_client collector over ``router.stats()`` (and ``watcher``), at scrape time.
+
+    ``router`` is a :class:`~smsroute.Router`, an :class:`~smsroute.AsyncRouter`
+    (``stats()`` is a plain call on both, safe from the scrape's thread), or
+    anything with such a ``stats()``.
+    """
 
     def __init__(
         self,
-        router: Router,
+        router: HasStats,
         *,
         watcher: BalanceWatcher | None = None,
         namespace: str = "smsroute",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -38,9 +37,6 @@ from prometheus_client.core import (
 from smsroute.metrics import PrometheusCollector
 from smsroute.serve.observe import BUCKETS
 from smsroute.serve.service import Service
-
-if TYPE_CHECKING:
-    from smsroute.routing import Router
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServiceCollector", "exposition", "registry_for"]
 
@@ -107,8 +103,7 @@ class ServiceCollector:
 def registry_for(service: Service) -> CollectorRegistry:
     """Return a registry with the router's and the service's collectors."""
     registry = CollectorRegistry(auto_describe=False)
-    # PrometheusCollector only calls stats(), which AsyncRouter has as Router does.
-    PrometheusCollector(cast("Router", service.router)).register(registry)
+    PrometheusCollector(service.router).register(registry)
     registry.register(ServiceCollector(service))
     return registry
 
