@@ -17,7 +17,6 @@ so they read -8.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from smsroute.core.vendor import REASONS
 from smsroute.decision import Decision
-from smsroute.errors import ApiError, InvalidNumber, LookupFailed
+from smsroute.errors import ApiError, CircuitOpen, InvalidNumber, LookupFailed
 from smsroute.serve.callers import Caller, find_key
 from smsroute.serve.decisions import is_not_found
 from smsroute.serve.replies import JSON_TYPE, Refusal, json_reply, read_params
@@ -35,7 +34,6 @@ __all__ = ["REASONS", "compat_routes", "vendor_body"]
 
 
 _PASSED: Final = frozenset({1, -2, -3, -4, -5, -8})  # vendor codes passed on as they are
-_CODE_IN_REASON: Final = re.compile(r"^\w+ (-?\d+):")  # "ServiceError -8: ..." (core.outcome)
 
 
 def vendor_body(code: int, result: Any = None) -> dict[str, Any]:
@@ -126,7 +124,7 @@ def _answer(decision: Decision, passing: bool, router: Any) -> dict[str, Any]:
     if is_not_found(decision):
         return vendor_body(-4)
     if passing:
-        return vendor_body(_vendor_code(decision.reason or "", router))
+        return vendor_body(_vendor_code(decision, router))
     if decision.carrier is None:
         return vendor_body(-8)  # no answer and no operator of record: "try again later"
     body = vendor_body(0, _result(decision))
@@ -155,13 +153,12 @@ def _result(decision: Decision) -> dict[str, str]:
     }
 
 
-def _vendor_code(reason: str, router: Any) -> int:
-    """Return the vendor code a fallback reason stands for (-8 when it stands for none)."""
-    match = _CODE_IN_REASON.match(reason)
-    if match is not None:
-        code = int(match.group(1))
-        return code if code in _PASSED else -8
+def _vendor_code(decision: Decision, router: Any) -> int:
+    """Return the vendor code a fallback stands for (-8 when it stands for none)."""
+    error = decision.error
+    if isinstance(error, ApiError):
+        return error.code if error.code in _PASSED else -8
     incident = router.breaker.incident
-    if reason.startswith("circuit open") and incident is not None and incident.code == -5:
-        return -5
+    if isinstance(error, CircuitOpen) and incident is not None and incident.code == -5:
+        return -5  # refused by the breaker the vendor's "no balance" opened
     return -8

@@ -24,7 +24,7 @@ from smsroute import segments
 from smsroute.carrier import Carrier
 from smsroute.core.policy import RoutingPolicy
 from smsroute.decision import Decision
-from smsroute.errors import NoRoute
+from smsroute.errors import NoRoute, NumberNotFound
 from smsroute.numbers import mask
 
 __all__ = ["CARRIER_POLICY", "PolicyView", "Rendered", "decision_json", "is_not_found"]
@@ -32,17 +32,14 @@ __all__ = ["CARRIER_POLICY", "PolicyView", "Rendered", "decision_json", "is_not_
 CARRIER_POLICY: Final = RoutingPolicy({c: c for c in Carrier}, default="unknown", virtual="host")
 """Every answer routes, to its operator: the policy the service's router runs with."""
 
-# The fallback reasons (``smsroute.core.outcome.reason``) of "the vendor does not know this
-# number": its -4 just now, or the negative answer cached after one.
-_NOT_FOUND: Final = ("NumberNotFound -4", "number not found (cached)")
 _MEMO_BOUND: Final = 65536  # distinct (answer code, source) pairs; junk areas must not grow it
 _UNSET: Final[Any] = object()
 
 
 def is_not_found(decision: Decision) -> bool:
     """Return True when the vendor said it does not know the number (code -4), now or lately."""
-    reason = decision.reason
-    return reason is not None and reason.startswith(_NOT_FOUND)
+    # A -4 just now, or the negative answer cached after one: both carry it.
+    return isinstance(decision.error, NumberNotFound)
 
 
 class PolicyView:
