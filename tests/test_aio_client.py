@@ -15,6 +15,7 @@ from smsroute.errors import (
     ConfigurationError,
     InvalidNumber,
     NumberNotFound,
+    ServiceError,
     Throttled,
     TransportError,
     Unauthorized,
@@ -84,6 +85,30 @@ def test_service_error_is_retried_within_the_budget(server):
 
     assert run(go()).current == Carrier.TELECOM
     assert server.carrier_calls == 3
+
+
+@pytest.mark.parametrize("timeout", [None, 2.0])
+def test_a_retry_policy_judges_the_first_attempt_too(server, timeout):
+    """The first attempt runs outside tenacity, yet the policy sees it: its stop and hooks hold."""
+    from tenacity import AsyncRetrying, stop_after_attempt, wait_none
+
+    server.set_fault(-8, for_requests=2)
+    slept = []
+    policy = AsyncRetrying(
+        stop=stop_after_attempt(2),
+        wait=wait_none(),
+        reraise=True,
+        before_sleep=lambda state: slept.append(state.attempt_number),
+    )
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url, retry=policy) as c:
+            await c.lookup(DOC_NUMBER, timeout=timeout)
+
+    with pytest.raises(ServiceError):
+        run(go())
+    assert server.carrier_calls == 2  # stop_after_attempt(2) counted the first attempt
+    assert slept == [1]
 
 
 def test_invalid_number_costs_nothing(server):
