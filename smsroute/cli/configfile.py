@@ -16,17 +16,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from smsroute import segments
 from smsroute.cli.common import ENV_APIKEY, ENV_BASE_URL, EXIT_USAGE, CommandError
-from smsroute.config import Settings, build_segments, load_settings
+from smsroute.config import Settings, build_cache, build_segments, load_settings
 from smsroute.errors import ConfigurationError
 
 __all__ = [
     "add_config_argument",
     "add_segments_argument",
     "command_settings",
+    "file_cache",
     "from_file",
     "require_apikey",
     "segment_table",
@@ -78,6 +80,17 @@ def command_settings(args: argparse.Namespace) -> Settings:
     if qps is not None:
         changes["qps"], changes["burst"] = qps, None
     return settings.copy(vendor=dataclasses.replace(v, **changes))
+
+
+def file_cache(settings: Settings) -> tuple[Any, Callable[[], None]] | None:
+    """Return the cache of the file's ``[cache]`` and its close, when the file names a backend."""
+    if not from_file(settings, "cache.backend"):
+        return None
+    try:
+        cache = build_cache(settings)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{settings.source}: {exc}") from None
+    return cache, getattr(cache, "close", lambda: None)
 
 
 def require_apikey(settings: Settings) -> None:

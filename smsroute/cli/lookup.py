@@ -24,15 +24,14 @@ from smsroute.cli.configfile import (
     add_config_argument,
     add_segments_argument,
     command_settings,
-    from_file,
+    file_cache,
     require_apikey,
     segment_table,
 )
 from smsroute.client import CarrierClient
-from smsroute.config import Settings, build_cache, build_client
+from smsroute.config import Settings, build_client
 from smsroute.errors import (
     BalanceExhausted,
-    ConfigurationError,
     InvalidNumber,
     LookupFailed,
     NumberNotFound,
@@ -196,13 +195,7 @@ def _cache(
     """Return the answer cache of --cache, --cache-file or the file's [cache], and its close."""
     if args.cache or args.cache_file is not None:
         return open_or_memory(args.cache_file, policy=settings.cache.policy)
-    if not from_file(settings, "cache.backend"):
-        return None, lambda: None
-    try:
-        cache = build_cache(settings)
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{settings.source}: {exc}") from None
-    return cache, getattr(cache, "close", lambda: None)
+    return file_cache(settings) or (None, lambda: None)
 
 
 def _print_table(rows: list[tuple[CarrierInfo, str]], *, with_source: bool) -> None:

@@ -37,6 +37,7 @@ from smsroute.cli.configfile import (
     add_config_argument,
     add_segments_argument,
     command_settings,
+    file_cache,
     from_file,
     require_apikey,
     segment_table,
@@ -46,9 +47,9 @@ from smsroute.cli.engines import add_engine_arguments, default_concurrency, make
 from smsroute.cli.job import RouteJob
 from smsroute.cli.reader import Source, open_source
 from smsroute.cli.summary import RouteSummary, print_summary
-from smsroute.config import Settings, build_cache
+from smsroute.config import Settings
 from smsroute.core.policy import RoutingPolicy
-from smsroute.errors import ConfigurationError, InvalidNumber
+from smsroute.errors import InvalidNumber
 from smsroute.numbers import normalize
 from smsroute.resilience import Alert
 from smsroute.segments import SegmentTable
@@ -230,12 +231,9 @@ def _cache(args: argparse.Namespace, settings: Settings) -> tuple[CacheBackend, 
     """Return the run's answer cache and how to close it: the flags, the file, the default."""
     if args.no_cache:
         return MemoryCache(policy=settings.cache.policy), lambda: None
-    if args.cache_file is None and from_file(settings, "cache.backend"):
-        try:
-            cache = build_cache(settings)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{settings.source}: {exc}") from None
-        return cache, getattr(cache, "close", lambda: None)
+    configured = None if args.cache_file is not None else file_cache(settings)
+    if configured is not None:
+        return configured
     return open_or_memory(args.cache_file, policy=settings.cache.policy)
 
 
