@@ -120,52 +120,139 @@ class SegmentTable:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> SegmentTable:
-        """Read a table in the format of the shipped ``segments.tsv``."""
-        # utf-8-sig: Windows editors save the hand-edited table with a BOM.
-        with open(path, encoding="utf-8-sig") as f:
-            return cls(_parse(f, str(path)), source=str(path))
+        """Read a table in the format of the shipped ``segments.tsv``.
+
+        A malformed row raises ConfigurationError naming the file, the line
+        and what is wrong (``my.tsv:7: unknown operator '移不动'``); a file that
+        cannot be read raises OSError.
+        """
+        with open(path, "rb") as f:
+            raw = f.read()
+        return cls(_parse(_decode(raw, str(path)), str(path)), source=str(path))
+
+
+def _decode(raw: bytes, source: str) -> list[str]:
+    """Return the lines of a UTF-8 file; a line that is not UTF-8 is refused by its number."""
+    # utf-8-sig: Windows editors save the hand-edited table with a BOM.
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    lines = []
+    for lineno, chunk in enumerate(raw.split(b"\n"), 1):
+        try:
+            lines.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            # Excel on Chinese Windows saves GBK: say so rather than show mojibake.
+            raise ConfigurationError(
+                f"{source}:{lineno}: not UTF-8 text (save the table as UTF-8)"
+            ) from None
+    return lines
+
+
+def _header(cells: list[str], where: str) -> tuple[str, ...]:
+    """Return the column names of a header row, checked."""
+    names = tuple(c.lower() for c in cells)
+    while names and not names[-1]:
+        names = names[:-1]
+    for name in names:
+        if name not in _COLUMNS:
+            raise ConfigurationError(
+                f"{where}: unknown column {name!r} (columns: {', '.join(_COLUMNS)})"
+            )
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConfigurationError(f"{where}: column {twice!r} appears twice")
+    for needed in ("operator", "kind"):
+        if needed not in names:
+            raise ConfigurationError(f"{where}: the header has no {needed!r} column")
+    return names
 
 
 def _parse(lines: Iterable[str], source: str) -> list[Segment]:
+    """Return the rows of a table's lines; a bad row raises ConfigurationError with its line."""
     rows: list[Segment] = []
+    columns: tuple[str, ...] = _COLUMNS
+    first_seen: dict[str, int] = {}
     header_seen = False
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        where = f"{source}:{lineno}"
         cells = [c.strip() for c in line.split("\t")]
-        if not header_seen and cells[0] == "segment":
-            header_seen = True
+        while len(cells) > 1 and not cells[-1]:
+            cells.pop()  # trailing tabs: empty cells, not extra columns
+        if not header_seen and not rows and cells[0].lower() == "segment":
+            columns, header_seen = _header(cells, where), True
             continue
-        cells += [""] * (len(_COLUMNS) - len(cells))
-        seg, op, kind, host, length, conf, holder, sources = cells[: len(_COLUMNS)]
-        carrier = Carrier.parse(op) if op else None
-        if op and carrier is None:
-            raise ConfigurationError(f"{source}:{lineno}: unknown operator {op!r}")
-        host_carrier = Carrier.parse(host) if host else None
-        if host and host_carrier is None:
-            raise ConfigurationError(f"{source}:{lineno}: unknown host network {host!r}")
-        try:
-            n = int(length.split("/")[0]) if length else None
-        except ValueError:
-            raise ConfigurationError(f"{source}:{lineno}: bad length {length!r}") from None
-        if kind == "virtual" and carrier is None:
-            carrier = host_carrier  # a virtual segment answers its host network
-        rows.append(Segment(seg, carrier, kind, host_carrier, n, conf, holder, sources))
+        if len(cells) > len(columns):
+            raise ConfigurationError(
+                f"{where}: {len(cells)} tab-separated cells, but the table has"
+                f" {len(columns)} columns ({', '.join(columns)})"
+            )
+        row = _row(dict(zip(columns, cells, strict=False)), where)
+        if row.prefix in first_seen:
+            raise ConfigurationError(
+                f"{where}: segment {row.prefix} appears twice (first on line"
+                f" {first_seen[row.prefix]})"
+            )
+        first_seen[row.prefix] = lineno
+        rows.append(row)
     if not rows:
         raise ConfigurationError(f"{source}: no segments")
     return rows
 
 
+def _row(cells: Mapping[str, str], where: str) -> Segment:
+    """Return one row's Segment; what is wrong raises ConfigurationError at ``where``."""
+    seg = cells.get("segment", "")
+    if not (3 <= len(seg) <= 5 and seg.isascii() and seg.isdigit() and seg[0] == "1"):
+        tip = " (columns are separated by tabs)" if " " in seg else ""
+        raise ConfigurationError(f"{where}: bad segment {seg!r}: want 3-5 digits from 1{tip}")
+    op, host = cells.get("operator", ""), cells.get("host", "")
+    kind = cells.get("kind", "").lower()
+    if kind not in KINDS:
+        what = f"unknown kind {kind!r}" if kind else "no kind"
+        raise ConfigurationError(f"{where}: segment {seg}: {what} ({', '.join(sorted(KINDS))})")
+    carrier = Carrier.parse(op) if op else None
+    if op and carrier is None:
+        raise ConfigurationError(f"{where}: unknown operator {op!r} (移动, 联通, 电信, 广电)")
+    host_carrier = Carrier.parse(host) if host else None
+    if host and host_carrier is None:
+        raise ConfigurationError(f"{where}: unknown host network {host!r} (移动, 联通, 电信, 广电)")
+    length = cells.get("length", "")
+    try:
+        n = int(length.split("/")[0]) if length else None
+    except ValueError:
+        raise ConfigurationError(f"{where}: bad length {length!r}: want 11 or 13") from None
+    if kind == "virtual" and carrier is None:
+        carrier = host_carrier  # a virtual segment answers its host network
+    return Segment(
+        seg,
+        carrier,
+        kind,
+        host_carrier,
+        n,
+        cells.get("confidence", ""),
+        cells.get("holder", ""),
+        cells.get("sources", ""),
+    )
+
+
 def load(path: str | os.PathLike[str]) -> SegmentTable:
-    """Return a table read from a file in the format of the shipped one."""
+    """Return a table read from a file in the format of the shipped one.
+
+    Columns are tab-separated; a header row (``segment  operator  kind ...``)
+    may name them in any order, and the optional ones (``host``, ``length``,
+    ``confidence``, ``holder``, ``sources``) may be left out. A malformed row
+    raises ConfigurationError naming the file and the line; an unreadable
+    file raises OSError.
+    """
     return SegmentTable.from_path(path)
 
 
 def _load_default() -> SegmentTable:
-    ref = resources.files("smsroute").joinpath("data/segments.tsv")
-    with ref.open(encoding="utf-8") as f:
-        return SegmentTable(_parse(f, "smsroute/data/segments.tsv"), source="built-in")
+    raw = resources.files("smsroute").joinpath("data/segments.tsv").read_bytes()
+    name = "smsroute/data/segments.tsv"
+    return SegmentTable(_parse(_decode(raw, name), name), source="built-in")
 
 
 _default: SegmentTable = _load_default()

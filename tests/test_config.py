@@ -345,3 +345,52 @@ def test_settings_copy_makes_a_variant():
     t = s.copy(deadline=2.0)
     assert (s.deadline, t.deadline) == (0.5, 2.0)
     assert CachePolicy() == s.cache.policy
+
+
+def test_relative_paths_are_taken_from_the_files_folder(tmp_path, monkeypatch):
+    """[routing] segments and [cache] path are relative to the settings file, not the cwd."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    text = (
+        '[routing]\nsegments = "tables/newer.tsv"\n'
+        '[cache]\nbackend = "sqlite"\npath = "answers.sqlite3"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(write(folder, text), environ={})
+    assert s.segments == str(folder / "tables" / "newer.tsv")
+    assert s.cache.path == str(folder / "answers.sqlite3")
+    absolute = load_settings(
+        write(folder, f'[routing]\nsegments = "{tmp_path / "t.tsv"}"\n'), environ={}
+    )
+    assert absolute.segments == str(tmp_path / "t.tsv")
+    home = load_settings(write(folder, '[routing]\nsegments = "~/t.tsv"\n'), environ={})
+    assert home.segments == str(Path.home() / "t.tsv")
+    # Data parsed already has no folder: its paths stay as written.
+    assert Settings.from_dict({"routing": {"segments": "t.tsv"}}).segments == "t.tsv"
+    assert Settings.from_dict({"routing": {"segments": "t.tsv"}}, base="/x").segments == "/x/t.tsv"
+
+
+def test_settings_say_which_keys_the_file_wrote():
+    """Settings.written lists the keys given, so a front end keeps its own defaults for the rest."""
+    s = Settings.from_dict(
+        {"routing": {"deadline": 1}, "gateways": {"移动": "CMPP"}, "rules": [{"gateway": "X"}]},
+        environ={},
+    )
+    assert s.written == {"routing.deadline", "gateways.移动"}
+    assert Settings.from_dict({}, environ={}).written == frozenset()
+
+
+def test_the_blocking_client_takes_the_vendor_qps_and_client_keywords():
+    """build_client gives CarrierClient the [vendor] rate limit and passes other keywords on."""
+    s = Settings.from_dict(
+        {"vendor": {"qps": 8, "burst": 2, "base_url": "http://127.0.0.1:9"}}, environ=ENV
+    )
+    client = build_client(s, pool_maxsize=3)
+    try:
+        assert isinstance(client.rate_limit, RateLimit)
+        assert client.rate_limit.qps == 8
+    finally:
+        client.close()
+    plain = build_client(Settings.from_dict({}, environ=ENV))
+    assert plain.rate_limit is None
+    plain.close()

@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 import smsroute
 from smsroute import (
     Carrier,
+    CarrierClient,
     ConfigurationError,
     InvalidNumber,
+    MemoryCache,
+    NoRoute,
+    Router,
     initial_carrier,
     normalize,
     segments,
@@ -225,3 +229,98 @@ def test_segments_module_is_reexported():
     """smsroute.segments and smsroute.initial_carrier are the same objects as the module's."""
     assert smsroute.segments is segments
     assert smsroute.initial_carrier is segments.initial_carrier
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("139\t移动\tregular\t\t11\n2x9\t移动\tregular\t\t11\n", r"bad\.tsv:4: bad segment '2x9'"),
+        ("139 移动 regular\n", r"bad\.tsv:3: bad segment .*separated by tabs"),
+        (
+            "139\t移动\tregular\t\t11\n\n139\t联通\tregular\t\t11\n",
+            r":5: .*twice \(first on line 3\)",
+        ),
+        ("139\t移动\tnormal\t\t11\n", r"bad\.tsv:3: segment 139: unknown kind 'normal' \("),
+        ("139\t移动\n", r"bad\.tsv:3: segment 139: no kind"),
+        ("139\t移不动\tregular\t\t11\n", r"bad\.tsv:3: unknown operator '移不动'"),
+        ("139\t\tvirtual\tfoo\t11\n", r"bad\.tsv:3: unknown host network 'foo'"),
+        ("139\t移动\tregular\t\televen\n", r"bad\.tsv:3: bad length 'eleven'"),
+        ("139\t移动\tregular\t\t11\thigh\t中国移动\tS1\textra\n", r"bad\.tsv:3: 9 tab-separated"),
+    ],
+)
+def test_a_malformed_row_names_its_file_and_line(tmp_path, body, message):
+    """Every refusal of a row says the file, the line number and what is wrong with it."""
+    path = tmp_path / "bad.tsv"
+    path.write_text("# a comment line\n" + HEADER + body, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=message):
+        segments.load(path)
+
+
+def test_a_table_that_is_not_utf8_names_the_line(tmp_path):
+    """A table saved as GBK (Excel on Chinese Windows) is refused at its first non-UTF-8 line."""
+    path = tmp_path / "gbk.tsv"
+    path.write_bytes((HEADER + "139\t移动\tregular\t\t11\n").encode("gbk"))
+    with pytest.raises(ConfigurationError, match=r"gbk\.tsv:2: not UTF-8 text"):
+        segments.load(path)
+
+
+def test_a_header_names_the_columns_in_any_order(tmp_path):
+    """A header may order the columns and leave optional ones out; trailing tabs are empty."""
+    path = tmp_path / "reordered.tsv"
+    path.write_text(
+        "segment\toperator\tholder\tkind\n194\t电信\t中国电信\tregular\t\t\n"
+        "1700\t\t转售企业\tvirtual\n",
+        encoding="utf-8",
+    )
+    table = segments.load(path)
+    row = table.lookup("19400000000")
+    assert row is not None
+    assert (row.carrier, row.holder, row.kind, row.sources) == (T, "中国电信", "regular", "")
+    assert table.lookup("17000000000").kind == "virtual"
+    bad = tmp_path / "badheader.tsv"
+    bad.write_text("segment\toperator\tkind\tcarrier\n139\t移动\tregular\t移动\n", "utf-8")
+    with pytest.raises(ConfigurationError, match=r"badheader\.tsv:1: unknown column 'carrier'"):
+        segments.load(bad)
+    bad.write_text("segment\toperator\n139\t移动\n", "utf-8")
+    with pytest.raises(ConfigurationError, match=r":1: the header has no 'kind' column"):
+        segments.load(bad)
+
+
+def test_a_user_table_changes_offline_routing(tmp_path):
+    """A segment unallocated in the built-in table (194) falls back to the user table's operator."""
+    from smsroute.testing import FakeCarrierServer
+
+    path = tmp_path / "newer.tsv"
+    path.write_text(HEADER + "194\t电信\tregular\t\t11\n139\t移动\tregular\t\t11\n", "utf-8")
+    table = segments.load(path)
+    assert segments.default_table().lookup("19412345678").kind == "unallocated"
+    with FakeCarrierServer() as server:
+        server.fault = "http500"  # the vendor is down: the segment table decides
+        client = CarrierClient(server.apikey, base_url=server.url)
+        gateways = {"移动": "CMPP", "电信": "SMGP"}
+        mine = Router(client, gateways, cache=MemoryCache(), segments=table)
+        decision = mine.route("19412345678")
+        assert (decision.source, decision.carrier, decision.gateway) == ("fallback", T, "SMGP")
+        built_in = Router(client, gateways, cache=MemoryCache())
+        with pytest.raises(NoRoute):
+            built_in.route("19412345678")
+        client.close()
+
+
+def _header_sources(text: str) -> set[str]:
+    return set(re.findall(r"^#\s+(S\d+[a-z]?)\s+\S", text, re.MULTILINE))
+
+
+def test_every_source_a_row_cites_is_defined_in_the_header_and_every_one_is_cited():
+    """The shipped table's sources column cites only the header's keys, and cites all of them."""
+    text = resources.files("smsroute").joinpath("data/segments.tsv").read_text("utf-8")
+    defined = _header_sources(text)
+    assert {"S1", "S5b", "S17"} <= defined
+    cited: dict[str, list[str]] = {}
+    for row in segments.default_table().rows():
+        assert row.sources, f"segment {row.prefix} cites no source"
+        for key in row.sources.split(","):
+            cited.setdefault(key.strip(), []).append(row.prefix)
+    undefined = {k: v[:3] for k, v in cited.items() if k not in defined}
+    assert not undefined, f"cited but not in the header: {undefined}"
+    assert not defined - set(cited), f"in the header but never cited: {defined - set(cited)}"

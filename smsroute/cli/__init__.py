@@ -2,13 +2,15 @@
 
 The only part of smsroute that reads environment variables and files, and the
 only one that configures logging (``-v``): it is an application, the rest is
-a library. Configuration comes from flags, then the environment
+a library. Configuration comes from flags, then the ``--config`` settings
+file (``route``, ``lookup``, ``segment``), then the environment
 (``SMSROUTE_APIKEY``, ``SMSROUTE_BASE_URL``). Exit statuses are listed in
 :mod:`smsroute.cli.common`.
 
 Modules: :mod:`~smsroute.cli.common` (exit statuses, errors, the client),
 :mod:`~smsroute.cli.args` (parser helpers), :mod:`~smsroute.cli.answers` (the
-answers cache file), one per command (``lookup``, ``balance``, ``segment``,
+answers cache file), :mod:`~smsroute.cli.configfile` (``--config`` and
+``--segments``), one per command (``lookup``, ``balance``, ``segment``,
 ``route``, ``cache``, ``fake_server``, ``demo``), and the parts of ``route``:
 ``sniff`` and ``reader`` (the input), ``writer`` and ``destination`` (the
 output), ``summary`` and ``progress``.

@@ -19,6 +19,7 @@ from smsroute.cli.common import EXIT_USAGE, CommandError, err
 from smsroute.types import CacheBackend
 
 if TYPE_CHECKING:
+    from smsroute.core.freshness import CachePolicy
     from smsroute.sqlite_cache import SqliteCache
 
 __all__ = ["cache_path", "open_or_memory", "open_sqlite"]
@@ -32,7 +33,7 @@ def cache_path(cache_file: str | None) -> Path:
     return Path(cache_file) if cache_file else default_cache_path()
 
 
-def open_sqlite(path: Path) -> SqliteCache:
+def open_sqlite(path: Path, *, policy: CachePolicy | None = None) -> SqliteCache:
     """Return a SqliteCache on ``path``; a file it cannot use raises CommandError (exit 2)."""
     import sqlite3
 
@@ -48,7 +49,7 @@ def open_sqlite(path: Path) -> SqliteCache:
                 )
             break
     try:
-        cache = SqliteCache(path)
+        cache = SqliteCache(path) if policy is None else SqliteCache(path, policy=policy)
     except (OSError, sqlite3.Error) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise CommandError(f"cannot open the cache file {path}: {reason}", EXIT_USAGE) from None
@@ -60,16 +61,21 @@ def open_sqlite(path: Path) -> SqliteCache:
     return cache
 
 
-def open_or_memory(cache_file: str | None) -> tuple[CacheBackend, Callable[[], None]]:
-    """Return the answer cache and how to close it: the SQLite file, else memory with a warning."""
+def open_or_memory(
+    cache_file: str | None, *, policy: CachePolicy | None = None
+) -> tuple[CacheBackend, Callable[[], None]]:
+    """Return the answer cache and how to close it: the SQLite file, else memory with a warning.
+
+    ``policy`` (``[cache]`` ttl and the rest, from ``--config``) is the cache's freshness.
+    """
     try:
         path = cache_path(cache_file)
-        cache = open_sqlite(path)
+        cache = open_sqlite(path, policy=policy)
     except ImportError:
         err("note: no persistent cache available; answers are kept in memory only")
         return MemoryCache(), lambda: None
     except CommandError as exc:
         reason = str(exc).removeprefix("cannot open ")
         err(f"warning: cannot use {reason}; answers are kept in memory for this run")
-        return MemoryCache(), lambda: None
+        return (MemoryCache() if policy is None else MemoryCache(policy=policy)), lambda: None
     return cache, cache.close

@@ -72,8 +72,8 @@ def add_global_options(
         help=f"default: ${ENV_BASE_URL}, else {DEFAULT_BASE_URL}",
     )
     g.add_argument(
-        "--method", type=str.upper, choices=("POST", "GET"), default=default("POST"),
-        help="default: POST",
+        "--method", type=str.upper, choices=("POST", "GET"), default=default(None),
+        help="default: POST, or [vendor] method of --config",
     )  # fmt: skip
     g.add_argument(
         "--timeout",

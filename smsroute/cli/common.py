@@ -85,7 +85,7 @@ def client_kwargs(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if not apikey.strip():
         raise CommandError(f"no apikey: pass --apikey KEY or set {ENV_APIKEY}", EXIT_USAGE)
     base_url = args.base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
-    kwargs: dict[str, Any] = {"base_url": base_url, "method": args.method}
+    kwargs: dict[str, Any] = {"base_url": base_url, "method": args.method or "POST"}
     if args.timeout is not None:
         kwargs["timeout"] = args.timeout
     return apikey, kwargs

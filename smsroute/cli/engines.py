@@ -7,10 +7,10 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Final
 
 from smsroute.batch import Engine, ThreadEngine
-from smsroute.carrier import Carrier
 from smsroute.cli.args import positive_float, positive_int
-from smsroute.cli.common import EXIT_USAGE, CommandError, client_kwargs, make_client
-from smsroute.ratelimit import RateLimit
+from smsroute.cli.common import EXIT_USAGE, CommandError
+from smsroute.config import Settings, build_async_client, build_client
+from smsroute.core.policy import RoutingPolicy
 from smsroute.routing import Router
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ def add_engine_arguments(group: Any) -> None:
         "--qps",
         type=positive_float,
         default=None,
-        help="at most this many vendor queries a second (the vendor's per-key limit); "
-        "a lookup that cannot get a turn within its deadline falls back",
+        help="at most this many vendor queries a second (the vendor's per-key limit; "
+        "default: [vendor] qps of --config); a lookup that cannot get a turn within its "
+        "deadline falls back",
     )
 
 
@@ -78,44 +79,38 @@ def default_concurrency(args: argparse.Namespace) -> int:
 
 def make_engine(
     args: argparse.Namespace,
-    gateways: dict[Carrier | str, Any],
-    settings: dict[str, Any],
+    settings: Settings,
+    policy: RoutingPolicy,
+    router_kwargs: dict[str, Any],
     concurrency: int,
     stack: contextlib.ExitStack,
 ) -> tuple[Engine, Any]:
-    """Return the run's engine and its router (for stats); closing is registered on ``stack``."""
+    """Return the run's engine and its router (for stats); closing is registered on ``stack``.
+
+    The vendor client is the one of ``settings`` (``[vendor]`` with the flags over it).
+    """
     if use_async(args):
-        engine = loop_engine(args, gateways, settings, concurrency)
+        engine = loop_engine(settings, policy, router_kwargs, concurrency)
         return engine, engine.router
-    client = make_client(
-        args,
-        pool_maxsize=max(32, concurrency),
-        rate_limit=RateLimit(args.qps) if args.qps is not None else None,
-    )
+    client = build_client(settings, pool_maxsize=max(32, concurrency))
     stack.callback(client.close)
-    router = Router(client, gateways, **settings)
+    router = Router(client, policy, **router_kwargs)
     return ThreadEngine(router.route, concurrency), router
 
 
 def loop_engine(
-    args: argparse.Namespace,
-    gateways: dict[Carrier | str, Any],
-    settings: dict[str, Any],
+    settings: Settings,
+    policy: RoutingPolicy,
+    router_kwargs: dict[str, Any],
     concurrency: int,
 ) -> LoopEngine:
     """Return a LoopEngine whose AsyncRouter and AsyncCarrierClient live on its loop."""
-    from smsroute.aio.client import AsyncCarrierClient
     from smsroute.aio.engine import LoopEngine
     from smsroute.aio.router import AsyncRouter
 
-    apikey, kwargs = client_kwargs(args)
-    limit = RateLimit(args.qps) if args.qps is not None else None
-
     async def make() -> AsyncRouter:
-        client = AsyncCarrierClient(
-            apikey, rate_limit=limit, max_connections=max(32, concurrency), **kwargs
-        )
-        return AsyncRouter(client, gateways, **settings)
+        client = build_async_client(settings, max_connections=max(32, concurrency))
+        return AsyncRouter(client, policy, **router_kwargs)
 
     async def close(router: AsyncRouter) -> None:
         await router.client.aclose()

@@ -30,6 +30,7 @@ from smsroute.core.outcome import is_transient
 from smsroute.errors import InvalidNumber, LookupFailed, NoRoute
 from smsroute.numbers import normalize
 from smsroute.routing import Decision
+from smsroute.segments import SegmentTable
 
 __all__ = ["Pending", "RouteJob"]
 
@@ -73,6 +74,7 @@ class RouteJob:
         self.answered: list[InputRow] = []
         self.guess_now = args.on_failure == "fallback"
         self.breaker: Any = None  # the router's breaker, to wait it out between rounds
+        self.table: SegmentTable | None = None  # --segments: the router's table, for normalize
         self.out = Destination(args.output, bom=args.excel)
         self.rejects = Destination(args.rejects, bom=args.excel) if args.rejects else None
         self.out_rows: RowWriter | None = None
@@ -133,7 +135,7 @@ class RouteJob:
         if not row.value:
             return Pending(row, None, f"empty: no number in {self.source.column_label()}")
         try:
-            mobile = normalize(row.value, unknown_segments=True)
+            mobile = normalize(row.value, self.table, unknown_segments=True)
         except InvalidNumber as exc:
             return Pending(row, None, f"invalid: {exc}")
         if self.first_line.get(mobile) != row.line:
@@ -174,7 +176,7 @@ class RouteJob:
     def _route_rows(self, rows: list[InputRow], *, answered: bool = False) -> None:
         for row in rows:
             assert self.engine is not None
-            mobile = normalize(row.value, unknown_segments=True)
+            mobile = normalize(row.value, self.table, unknown_segments=True)
             future = self.engine.submit(mobile, fallback=self.guess_now)
             self.window.append(Pending(row, future, answered=answered))
             while len(self.window) >= self.concurrency * 4:

@@ -3,6 +3,8 @@
 Pasted forms of one number (``+86 139-...``, full-width digits) are one query
 and one row. With ``--cache`` or ``--cache-file`` a fresh answer in the file
 ``route`` uses is shown without paying, and what is paid for is stored there.
+``--config FILE`` gives the vendor, the segment table and (when it names a
+backend) the cache of the settings file ``serve`` reads; flags override it.
 
 .. versionadded:: 0.1.0
 """
@@ -11,13 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from smsroute import codec
 from smsroute.cli.answers import open_or_memory
 from smsroute.cli.args import add_subcommand
-from smsroute.cli.common import EXIT_FAILED, EXIT_OK, carrier_name, err, make_client, yes_no
+from smsroute.cli.common import EXIT_FAILED, EXIT_OK, carrier_name, err, yes_no
+from smsroute.cli.configfile import (
+    add_config_argument,
+    add_segments_argument,
+    command_settings,
+    file_cache,
+    require_apikey,
+    segment_table,
+)
 from smsroute.client import CarrierClient
+from smsroute.config import Settings, build_client
 from smsroute.errors import (
     BalanceExhausted,
     InvalidNumber,
@@ -50,6 +62,9 @@ def register(sub: Any) -> None:
         help="answer from the cache file route uses, and store what is paid for there",
     )
     cache.add_argument("--cache-file", metavar="PATH", help="as --cache, with this SQLite file")
+    s = p.add_argument_group("settings")
+    add_config_argument(s)
+    add_segments_argument(s)
     p.set_defaults(func=run)
 
 
@@ -84,8 +99,8 @@ def _failure_json(text: str, number: str | None, exc: SmsRouteError) -> dict[str
 class _Answers:
     """Answers from the cache when it has a fresh one, else from the vendor (then cached)."""
 
-    def __init__(self, args: argparse.Namespace, cache: CacheBackend | None) -> None:
-        self._args = args
+    def __init__(self, settings: Settings, cache: CacheBackend | None) -> None:
+        self._settings = settings
         self._cache = cache
         self._client: CarrierClient | None = None
 
@@ -100,7 +115,8 @@ class _Answers:
                 return info, "cache"
         if self._client is None:
             # Made on the first miss: answers all from the cache need no apikey.
-            self._client = make_client(self._args)
+            require_apikey(self._settings)
+            self._client = build_client(self._settings)
         try:
             info = self._client.lookup(mobile)
         except NumberNotFound:
@@ -119,9 +135,11 @@ class _Answers:
 
 def run(args: argparse.Namespace) -> int:
     """Look each distinct number up, in the order given; print a table or JSON lines."""
-    cached = args.cache or args.cache_file is not None
-    cache, close_cache = open_or_memory(args.cache_file) if cached else (None, lambda: None)
-    answers = _Answers(args, cache)
+    settings = command_settings(args)
+    table = segment_table(args, settings)
+    cache, close_cache = _cache(args, settings)
+    cached = cache is not None
+    answers = _Answers(settings, cache)
     rows: list[tuple[CarrierInfo, str]] = []
     seen: set[str] = set()
     stopped: LookupFailed | None = None
@@ -129,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for text in args.numbers:
             try:
-                mobile = normalize(text)
+                mobile = normalize(text, table)
             except InvalidNumber as exc:
                 failed = True
                 if args.json:
@@ -169,6 +187,15 @@ def run(args: argparse.Namespace) -> int:
     if rows and not args.json:
         _print_table(rows, with_source=cached)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cache(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[CacheBackend | None, Callable[[], None]]:
+    """Return the answer cache of --cache, --cache-file or the file's [cache], and its close."""
+    if args.cache or args.cache_file is not None:
+        return open_or_memory(args.cache_file, policy=settings.cache.policy)
+    return file_cache(settings) or (None, lambda: None)
 
 
 def _print_table(rows: list[tuple[CarrierInfo, str]], *, with_source: bool) -> None:

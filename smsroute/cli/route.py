@@ -33,14 +33,26 @@ from smsroute.cli.common import (
     CommandError,
     Terminated,
 )
+from smsroute.cli.configfile import (
+    add_config_argument,
+    add_segments_argument,
+    command_settings,
+    file_cache,
+    from_file,
+    require_apikey,
+    segment_table,
+)
 from smsroute.cli.destination import same_file
 from smsroute.cli.engines import add_engine_arguments, default_concurrency, make_engine
 from smsroute.cli.job import RouteJob
 from smsroute.cli.reader import Source, open_source
 from smsroute.cli.summary import RouteSummary, print_summary
+from smsroute.config import Settings
+from smsroute.core.policy import RoutingPolicy
 from smsroute.errors import InvalidNumber
 from smsroute.numbers import normalize
 from smsroute.resilience import Alert
+from smsroute.segments import SegmentTable
 from smsroute.types import CacheBackend
 
 __all__ = ["ROUTE_DEADLINE", "register", "run"]
@@ -74,6 +86,11 @@ output: CSV (or JSON lines) of the input line, every input column as read,
   file beside it, and a run that stops early keeps them as FILE.partial. CSV
   text cells a spreadsheet would run as a formula (=, +, -, @, tab or CR
   first) get a leading ' (OWASP); plain numbers such as -1 stay as they are.
+
+settings: --config FILE reads the file smsroute serve reads ([vendor],
+  [routing], [gateways], [[rules]], [cache]; docs/config.md); a flag given
+  here overrides it. --segments FILE (or [routing] segments) replaces the
+  built-in segment table, e.g. for segments MIIT allocated since the release.
 
 The summary on stderr counts rows, operators, ports, queries paid and cache
 hits. Ctrl-C or SIGTERM stops the run with its summary and the rows done.
@@ -123,6 +140,8 @@ def register(sub: Any) -> None:
     )
     o.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     r = p.add_argument_group("routing")
+    add_config_argument(r)
+    add_segments_argument(r)
     add_engine_arguments(r)
     r.add_argument(
         "--on-failure",
@@ -145,33 +164,40 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="OPERATOR=NAME",
-        help="gateway name for an operator, e.g. 移动=cmpp (repeatable; default: the "
-        "operator's name); 'virtual=NAME' routes virtual-operator numbers there",
+        help="gateway name for an operator, e.g. 移动=cmpp (repeatable; default: [gateways] "
+        "of --config, else the operator's name); 'virtual=NAME' routes virtual-operator "
+        "numbers there",
     )
     r.add_argument(
-        "--default-gateway", metavar="NAME", help="gateway for numbers of no known operator"
+        "--default-gateway",
+        metavar="NAME",
+        help="gateway for numbers of no known operator (default: [routing] default)",
     )
     r.add_argument(
         "--deadline",
         type=positive_float,
-        default=ROUTE_DEADLINE,
-        help=f"seconds to wait for the vendor before falling back (default: {ROUTE_DEADLINE})",
+        default=None,
+        help="seconds to wait for the vendor before falling back "
+        f"(default: [routing] deadline, else {ROUTE_DEADLINE:g})",
     )
     cache = r.add_mutually_exclusive_group()
     cache.add_argument(
         "--cache-file",
         metavar="PATH",
-        help="SQLite cache of answers, so a second run pays nothing again (default: a "
-        "file in the user cache directory, see 'smsroute cache path'); one that cannot "
-        "be used is a warning, and answers are kept in memory",
+        help="SQLite cache of answers, so a second run pays nothing again (default: "
+        "[cache] of --config when it names a backend, else a file in the user cache "
+        "directory, see 'smsroute cache path'); one that cannot be used is a warning, "
+        "and answers are kept in memory",
     )
     cache.add_argument("--no-cache", action="store_true", help="keep answers in memory only")
     p.set_defaults(func=run)
 
 
-def _gateways(args: argparse.Namespace) -> tuple[dict[Carrier | str, Any], str]:
-    gateways: dict[Carrier | str, Any] = {c: c.value for c in Carrier}
-    virtual = "host"
+def _policy(args: argparse.Namespace, settings: Settings) -> RoutingPolicy:
+    """Return the settings' routing policy with --gateway and --default-gateway over it."""
+    policy = settings.policy
+    gateways: dict[Carrier | str, Any] = dict(policy.gateways)
+    virtual = policy.virtual
     for item in args.gateway:
         key, sep, name = item.partition("=")
         key, name = key.strip(), name.strip()
@@ -190,7 +216,25 @@ def _gateways(args: argparse.Namespace) -> tuple[dict[Carrier | str, Any], str]:
                 f"--gateway {item!r}: unknown operator {key!r} (移动, 联通, 电信, 广电 or virtual)",
                 EXIT_USAGE,
             )
-    return gateways, virtual
+    default = policy.default if args.default_gateway is None else args.default_gateway
+    return policy.copy(gateways=gateways, virtual=virtual, default=default)
+
+
+def _deadline(args: argparse.Namespace, settings: Settings) -> float:
+    """Return --deadline, else the file's [routing] deadline, else the bulk run's own."""
+    if args.deadline is not None:
+        return float(args.deadline)
+    return settings.deadline if from_file(settings, "routing.deadline") else ROUTE_DEADLINE
+
+
+def _cache(args: argparse.Namespace, settings: Settings) -> tuple[CacheBackend, Any]:
+    """Return the run's answer cache and how to close it: the flags, the file, the default."""
+    if args.no_cache:
+        return MemoryCache(policy=settings.cache.policy), lambda: None
+    configured = None if args.cache_file is not None else file_cache(settings)
+    if configured is not None:
+        return configured
+    return open_or_memory(args.cache_file, policy=settings.cache.policy)
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -215,7 +259,7 @@ def _check_outputs(args: argparse.Namespace, source: Source) -> None:
         raise CommandError("-o and --rejects name the same file", EXIT_USAGE)
 
 
-def _scan(source: Source, summary: RouteSummary) -> dict[str, int]:
+def _scan(source: Source, summary: RouteSummary, table: SegmentTable | None) -> dict[str, int]:
     """Count and check every row; return the line each distinct valid number is first on."""
     first_line: dict[str, int] = {}
     for row in source.rows():
@@ -224,7 +268,7 @@ def _scan(source: Source, summary: RouteSummary) -> dict[str, int]:
             summary.empty.add(row.line, "", "empty")
             continue
         try:
-            mobile = normalize(row.value, unknown_segments=True)
+            mobile = normalize(row.value, table, unknown_segments=True)
         except InvalidNumber as exc:
             summary.invalid.add(row.line, row.value, str(exc))
             continue
@@ -263,8 +307,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     summary = RouteSummary(source="stdin" if args.file == "-" else args.file)
-    gateways, virtual = _gateways(args)
+    settings = command_settings(args)
+    policy = _policy(args, settings)
     _check_flags(args)
+    table: SegmentTable | None = segment_table(args, settings)
     hard = threading.Event()
 
     def on_alert(alert: Alert) -> None:
@@ -276,26 +322,22 @@ def _run(args: argparse.Namespace) -> int:
         concurrency = args.concurrency or default_concurrency(args)
         source = stack.enter_context(open_source(args))
         _check_outputs(args, source)
-        first_line = _scan(source, summary)
+        first_line = _scan(source, summary, table)
         summary.unique = len(first_line)
         summary.input = source.describe()
         summary.csv_input = source.delimiter is not None
-        cache: CacheBackend
-        if args.no_cache:
-            cache, close_cache = MemoryCache(), lambda: None
-        else:
-            cache, close_cache = open_or_memory(args.cache_file)
+        require_apikey(settings)
+        cache, close_cache = _cache(args, settings)
         stack.callback(close_cache)
-        settings: dict[str, Any] = {
-            "default": args.default_gateway,
+        router_kwargs: dict[str, Any] = {
             "cache": cache,
-            "virtual": virtual,
-            "deadline": args.deadline,
+            "deadline": _deadline(args, settings),
             "on_alert": on_alert,
+            "segments": table,
         }
-        engine, router = make_engine(args, gateways, settings, concurrency, stack)
+        engine, router = make_engine(args, settings, policy, router_kwargs, concurrency, stack)
         job = RouteJob(args, source, summary, first_line, engine, hard, concurrency)
-        job.breaker = router.breaker
+        job.breaker, job.table = router.breaker, table
         job.open()
         finished, error_status = False, EXIT_FAILED
         try:

@@ -1,5 +1,8 @@
 """``smsroute segment``: the offline segment table's answer for numbers; no key, no network.
 
+``--segments FILE`` (or ``[routing] segments`` of ``--config FILE``) asks a
+table of the user's instead of the built-in one, e.g. to check a newer one.
+
 .. versionadded:: 0.1.0
 """
 
@@ -12,6 +15,12 @@ from typing import Any
 from smsroute import segments
 from smsroute.cli.args import add_subcommand
 from smsroute.cli.common import EXIT_FAILED, EXIT_OK, carrier_name, err
+from smsroute.cli.configfile import (
+    add_config_argument,
+    add_segments_argument,
+    command_settings,
+    segment_table,
+)
 from smsroute.errors import InvalidNumber
 from smsroute.numbers import digits
 from smsroute.tables import format_table
@@ -24,11 +33,15 @@ def register(sub: Any) -> None:
     p = add_subcommand(sub, "segment", "the offline answer of the segment table (no key needed)")
     p.add_argument("numbers", nargs="+", metavar="NUMBER")
     p.add_argument("--json", action="store_true", help="one JSON object per line per number")
+    s = p.add_argument_group("settings")
+    add_config_argument(s)
+    add_segments_argument(s)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the segment table's row for each number; no key, no network."""
+    lookup = (segment_table(args, command_settings(args)) or segments.default_table()).lookup
     rows: list[segments.Segment] = []
     numbers: list[str] = []
     failed = False
@@ -39,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             err(f"{text}: invalid number: {exc}")
             failed = True
             continue
-        row = segments.lookup(d)
+        row = lookup(d)
         if row is None:
             err(f"{text}: not a mobile segment: {d[:3]}")
             failed = True

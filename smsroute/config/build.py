@@ -53,30 +53,54 @@ def _apikey(settings: Settings) -> str:
     raise ConfigurationError(f"[vendor] apikey_env: ${v.apikey_env} is not set")
 
 
-def build_async_client(settings: Settings, *, share: int = 1) -> AsyncCarrierClient:
-    """Return the AsyncCarrierClient of ``[vendor]``; ``share`` processes split its qps."""
-    from smsroute.aio.client import AsyncCarrierClient
+def _rate_limit(settings: Settings, share: int) -> Any:
+    """Return the RateLimit of ``[vendor] qps`` (and burst), split over ``share`` processes."""
     from smsroute.ratelimit import RateLimit
 
     v = settings.vendor
-    limit = None
-    if v.qps is not None:
-        # The vendor limits the account, so N workers each take 1/N of it.
-        burst = None if v.burst is None else max(1.0, v.burst / share)
-        limit = RateLimit(v.qps / share, burst)
-    kwargs: dict[str, Any] = {} if v.timeout is None else {"timeout": v.timeout}
+    if v.qps is None:
+        return None
+    # The vendor limits the account, so N workers each take 1/N of it.
+    burst = None if v.burst is None else max(1.0, v.burst / share)
+    return RateLimit(v.qps / share, burst)
+
+
+def build_async_client(settings: Settings, *, share: int = 1, **kwargs: Any) -> AsyncCarrierClient:
+    """Return the AsyncCarrierClient of ``[vendor]``; ``share`` processes split its qps.
+
+    Other keywords (``max_connections=``) go to the client.
+    """
+    from smsroute.aio.client import AsyncCarrierClient
+
+    v = settings.vendor
+    if v.timeout is not None:
+        kwargs.setdefault("timeout", v.timeout)
     return AsyncCarrierClient(
-        _apikey(settings), base_url=v.base_url, method=v.method, rate_limit=limit, **kwargs
+        _apikey(settings),
+        base_url=v.base_url,
+        method=v.method,
+        rate_limit=_rate_limit(settings, share),
+        **kwargs,
     )
 
 
-def build_client(settings: Settings) -> CarrierClient:
-    """Return the blocking CarrierClient of ``[vendor]`` (it has no rate limit: qps is ignored)."""
+def build_client(settings: Settings, **kwargs: Any) -> CarrierClient:
+    """Return the blocking CarrierClient of ``[vendor]``, qps included.
+
+    Other keywords (``pool_maxsize=``) go to the client.
+    """
     from smsroute.client import CarrierClient
 
     v = settings.vendor
-    kwargs: dict[str, Any] = {} if v.timeout is None else {"timeout": v.timeout}
-    return CarrierClient(_apikey(settings), base_url=v.base_url, method=v.method, **kwargs)
+    if v.timeout is not None:
+        kwargs.setdefault("timeout", v.timeout)
+    return CarrierClient(
+        _apikey(settings),
+        base_url=v.base_url,
+        method=v.method,
+        rate_limit=_rate_limit(settings, 1),
+        **kwargs,
+    )
 
 
 def build_cache(settings: Settings) -> Any:

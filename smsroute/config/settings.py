@@ -130,6 +130,12 @@ class Settings:
     kannel_timeout: float = 5.0
     source: str = "<settings>"
     """Where the settings came from (the file's path), for messages."""
+    written: frozenset[str] = frozenset()
+    """The keys the data gave, as ``"table.key"`` (``"routing.deadline"``), so that a
+    front end with defaults of its own (``smsroute route``) applies only those.
+
+    .. versionadded:: 0.2.0
+    """
 
     @classmethod
     def from_dict(
@@ -139,13 +145,18 @@ class Settings:
         source: str = "<settings>",
         environ: Mapping[str, str] | None = None,
         private: bool = True,
+        base: str | os.PathLike[str] | None = None,
     ) -> Settings:
-        """Build settings from parsed TOML; ``private=False`` refuses keys written in the data."""
+        """Build settings from parsed TOML; ``private=False`` refuses keys written in the data.
+
+        Relative file paths (``[routing] segments``, ``[cache] path``) are taken
+        relative to ``base`` (:func:`load_settings` passes the file's folder).
+        """
         env = os.environ if environ is None else environ
         check_tables(data, _TABLES)
         routing = Table("routing", data.get("routing", {}))
         deadline = routing.number("deadline", 0.5, positive=True)
-        segments_path = routing.text("segments", None)
+        segments_path = _path(routing.text("segments", None), base)
         virtual = routing.text("virtual", "host")
         default = routing.text("default", None)
         policy = _policy(data, virtual, default)
@@ -161,11 +172,17 @@ class Settings:
             policy=policy,
             deadline=deadline,
             segments=segments_path,
-            cache=_cache(Table("cache", data.get("cache", {})), private),
+            cache=_cache(Table("cache", data.get("cache", {})), private, base),
             serve=_serve(Table("serve", data.get("serve", {})), env, private),
             kannel_url=kannel_url,
             kannel_timeout=kannel_timeout,
             source=source,
+            written=frozenset(
+                f"{name}.{key}"
+                for name, table in data.items()
+                if isinstance(table, Mapping)
+                for key in table
+            ),
         )
 
     def copy(self, **changes: Any) -> Settings:
@@ -191,9 +208,19 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{p}: not valid TOML: {exc}") from None
     try:
-        return Settings.from_dict(data, source=str(p), environ=environ, private=_is_private(p))
+        return Settings.from_dict(
+            data, source=str(p), environ=environ, private=_is_private(p), base=p.parent
+        )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{p}: {exc}") from None
+
+
+def _path(text: str | None, base: str | os.PathLike[str] | None) -> str | None:
+    """Return a path from the file: ``~`` expanded, a relative one taken from ``base``."""
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    return str(path if base is None or path.is_absolute() else Path(base) / path)
 
 
 def _is_private(path: Path) -> bool:
@@ -294,9 +321,9 @@ def _rule(index: int, data: Mapping[str, Any]) -> Rule:
     return Rule.from_dict(data)
 
 
-def _cache(t: Table, private: bool) -> CacheSettings:
+def _cache(t: Table, private: bool, base: str | os.PathLike[str] | None) -> CacheSettings:
     backend = t.text("backend", "memory", choices=_BACKENDS)
-    path = t.text("path", None)
+    path = _path(t.text("path", None), base)
     url = t.text("url", None, secret=True)
     prefix = t.text("prefix", "smsroute:")
     maxsize = t.integer("maxsize", 100_000, minimum=1)
