@@ -39,6 +39,7 @@ import math
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ from harness import (
 )
 
 from smsroute import CarrierClient, Router
+from smsroute.core.outcome import reason_key
 
 F9_LATENCY = 0.010  # the vendor's latency, seconds
 F9_DEADLINE = 2.0  # long enough that no route falls back: this figure counts lookups
@@ -148,6 +150,7 @@ async def _async_router_run(
         await client.aclose()
     record = _run_record(server, len(numbers), t1 - t0, c1 - c0, s0, s1)
     record["not_upstream"] = sum(1 for d in decisions if d.source != "upstream")
+    record["fallback_reasons"] = _reasons(decisions)
     return record
 
 
@@ -196,6 +199,7 @@ def _sync_router_run(
         client.close()
     record = _run_record(server, len(numbers), t1 - t0, c1 - c0, s0, s1)
     record["not_upstream"] = sum(1 for d in decisions if d.source != "upstream")
+    record["fallback_reasons"] = _reasons(decisions)
     return record
 
 
@@ -216,7 +220,15 @@ def _summary(runs: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
         "client_cpu_ms_per_lookup": median([r["client_cpu_ms_per_lookup"] for r in runs]),
         "server_cpu_us_per_request": median([r["server_cpu_us_per_request"] for r in runs]),
         "not_upstream": sum(r.get("not_upstream", 0) for r in runs),
+        "fallback_reasons": sum(
+            (Counter(r.get("fallback_reasons", {})) for r in runs), Counter[str]()
+        ),
     }
+
+
+def _reasons(decisions: list[Any]) -> dict[str, int]:
+    """Return why the routes that did no lookup fell back, counted by the reason's head."""
+    return dict(Counter(reason_key(d.reason or "") for d in decisions if d.source != "upstream"))
 
 
 def _best(by_concurrency: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
