@@ -216,9 +216,11 @@ class BaseRouter:
         hook = self._on_alert
         if hook is None:
             return
-        current = self.breaker.incident
         with self._lock:
             told = self._alerted
+            # Read after `told`: an incident told by another thread is already
+            # the breaker's, so it is never taken for one that ended.
+            current = self.breaker.incident
             if raised is not None:
                 self._alerted = raised
             elif told is not None and current is not told:
