@@ -11,6 +11,7 @@ from typing import Any as _Any
 
 from smsroute import codec, segments
 from smsroute._version import __version__
+from smsroute.alerts import AlertHub
 from smsroute.cache import CachePolicy, MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.client import CarrierClient
@@ -52,6 +53,7 @@ if _TYPE_CHECKING:
 
 __all__ = [
     "Alert",
+    "AlertHub",
     "ApiError",
     "AsyncCarrierClient",
     "AsyncRedisCache",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
+from collections.abc import Iterable
 
 __all__ = ["Carrier"]
 
@@ -55,6 +57,24 @@ class Carrier(str, enum.Enum):
         if len(_CACHE) < 1024:  # bounded: keys come from upstream bodies
             _CACHE[text] = found
         return found
+
+    @classmethod
+    def suggest(cls, text: str, extra: Iterable[str] = ()) -> str | None:
+        """Return the spelling :meth:`parse` reads (or one of ``extra``) closest to ``text``.
+
+        For "did you mean" hints: ``"连通"`` gives ``"联通"``, ``"Moble"``
+        gives ``"mobile"``; None when nothing is close. Compared as
+        :meth:`parse` reads (spaces and case do not count).
+
+        .. versionadded:: 0.2.0
+        """
+        extras = {_NOISE.sub("", e).lower(): e for e in extra}
+        choices = [*_ALIASES, *extras]
+        # 0.5: one character of a two-character Chinese name may be wrong (连通 / 联通).
+        close = difflib.get_close_matches(_NOISE.sub("", text).lower(), choices, n=1, cutoff=0.5)
+        if not close:
+            return None
+        return extras.get(close[0], close[0])
 
 
 _CODE = {Carrier.MOBILE: 1, Carrier.UNICOM: 2, Carrier.TELECOM: 3, Carrier.BROADNET: 4}

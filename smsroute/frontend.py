@@ -21,6 +21,7 @@ from smsroute._log import get_logger
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
+from smsroute.core.breaker import ended
 from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT
 from smsroute.core.outcome import CIRCUIT_OPEN, reason_key
 from smsroute.core.policy import Route, RoutingPolicy, Rule
@@ -96,6 +97,7 @@ class BaseRouter:
         # The router calls its own on_alert with what the breaker reports: a
         # breaker passed in is never changed.
         self._on_alert = on_alert if on_alert is not breaker.on_alert else None
+        self._alerted: Alert | None = None  # the breaker incident _on_alert was told of
         self.breaker = breaker
         self._upstream_calls = Tally()
         self._coalesced = Tally()
@@ -186,12 +188,14 @@ class BaseRouter:
             return self.breaker.allow()
         if isinstance(step, resolve.Success):
             self.breaker.success()
+            if self._alerted is not None:
+                self._tell_incident(None)
         elif isinstance(step, resolve.Failure):
             if maybe_billed(step.error):
                 self._maybe_billed.bump()
             alert = self.breaker.failure(step.error)
-            if alert is not None and self._on_alert is not None:
-                call_alert_hook(self._on_alert, alert)
+            if alert is not None or self._alerted is not None:
+                self._tell_incident(alert)
             self._count_error(step.code, step.error)
         elif isinstance(step, resolve.GiveBack):
             self.breaker.release()
@@ -200,6 +204,32 @@ class BaseRouter:
         else:
             raise TypeError(f"not a breaker step: {step!r}")
         return None
+
+    def _tell_incident(self, raised: Alert | None) -> None:
+        """Send on_alert the alert the breaker raised, after the recovery of the one it ended.
+
+        The router keeps the incident it told its hook of and compares it
+        with the breaker's: however that incident ended (this router's probe,
+        another router's on a shared breaker, ``breaker.reset()``), the hook
+        hears ``recovered`` once, at this router's next answer or failure.
+        """
+        hook = self._on_alert
+        if hook is None:
+            return
+        with self._lock:
+            told = self._alerted
+            # Read after `told`: an incident told by another thread is already
+            # the breaker's, so it is never taken for one that ended.
+            current = self.breaker.incident
+            if raised is not None:
+                self._alerted = raised
+            elif told is not None and current is not told:
+                self._alerted = None
+        over = ended(told, current, self.breaker.clock(), "the breaker closed")
+        if over is not None:
+            call_alert_hook(hook, over)
+        if raised is not None:
+            call_alert_hook(hook, raised)
 
     def _observe(self, seconds: float) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from smsroute._log import get_logger
-from smsroute.core.breaker import Alert, BreakerCore, Change, State
+from smsroute.core.breaker import Alert, BreakerCore, Change, State, ended
 from smsroute.core.outcome import HARD, RETRYABLE, is_retryable
 from smsroute.types import Clock
 
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _log = get_logger()
+_ANSWERS_AGAIN = "the vendor answers again"
 
 
 def default_retrying(
@@ -69,7 +70,7 @@ def call_alert_hook(hook: Callable[[Alert], None] | None, alert: Alert) -> None:
     try:
         hook(alert)
     except Exception:  # noqa: BLE001 - an alert hook must never break a send
-        _log.exception("breaker.alert_hook_failed", kind=alert.kind)
+        _log.exception("breaker.alert_hook_failed", kind=alert.kind, incident=alert.incident)
 
 
 def default_async_retrying(*, attempts: int = 3, budget: float = 5.0) -> AsyncRetrying:
@@ -128,7 +129,9 @@ class CircuitBreaker:
       the upstream is healthy and resets the count; an open breaker ignores
       it (a late answer to an old call) and waits for its probe.
     * After the cool-down one caller probes (half-open); success closes it,
-      failure opens it again. ``on_alert`` fires once per incident.
+      failure opens it again. ``on_alert`` fires once per incident, and once
+      more with a ``recovered`` alert when the incident ends (the breaker
+      closes, by a probe or :meth:`reset`).
 
     Thread-safe; the asyncio router shares it too (no call here waits).
     """
@@ -215,25 +218,43 @@ class CircuitBreaker:
         """Record an answer from a healthy upstream (while open, only a probe can close it)."""
         core = self._core
         if core.state == "closed" and not core.failures:
-            return
+            return  # closed means no incident: nothing can end here
         with self._lock:
+            before = core.incident
             change = core.success()
+            over = ended(before, core.incident, self._clock(), _ANSWERS_AGAIN)
         self._notify(change)
+        if over is not None:
+            call_alert_hook(self.on_alert, over)
 
     def failure(self, exc: BaseException) -> Alert | None:
-        """Record a failed call; decides whether the breaker opens. Return the alert it raised."""
+        """Record a failed call; decides whether the breaker opens. Return the alert it raised.
+
+        ``on_alert`` also hears the ``recovered`` alert of an incident this
+        outcome ended (an answer closing a half-open breaker, or a new kind
+        of incident replacing the old one); that one is not returned.
+        """
         with self._lock:
-            change, alert = self._core.failure(exc, self._clock())
+            now = self._clock()
+            before = self._core.incident
+            change, alert = self._core.failure(exc, now)
+            over = ended(before, self._core.incident, now, _ANSWERS_AGAIN)
         self._notify(change)
+        if over is not None:
+            call_alert_hook(self.on_alert, over)
         if alert is not None:
             call_alert_hook(self.on_alert, alert)
         return alert
 
     def reset(self) -> None:
-        """Close the breaker by hand (e.g. after topping up the account)."""
+        """Close the breaker by hand (e.g. after topping up the account); ends its incident."""
         with self._lock:
+            before = self._core.incident
             change = self._core.reset()
+            over = ended(before, None, self._clock(), "the breaker was reset by hand")
         self._notify(change)
+        if over is not None:
+            call_alert_hook(self.on_alert, over)
 
     def _notify(self, change: Change | None) -> None:
         if change is None:

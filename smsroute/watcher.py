@@ -10,9 +10,13 @@ The send path never asks for the balance; one daemon thread does, every
 Alerts are :class:`smsroute.resilience.Alert` objects, each sent once per
 incident: ``balance_low`` when the balance drops under ``low_water``,
 ``balance_exhausted`` when a prepaid account reaches 0 or the vendor answers
--5. The low alert re-arms when the balance is back at or above ``low_water``,
-the exhausted one as soon as the balance is above 0 again. A poll that fails
-is logged and retried at the next interval; nothing is raised into the host.
+-5. Each incident alerted ends with one ``recovered`` alert (its
+``incident`` names which): the exhaustion as soon as the balance is above 0
+again, the low balance when it is back at or above ``low_water``; then the
+alert re-arms. A poll that fails is logged and retried at the next interval;
+nothing is raised into the host. Give the watcher and the router of one
+account the same :class:`smsroute.AlertHub` to be told of an empty account
+once, not by both.
 
 .. versionadded:: 0.1.0
 """
@@ -79,8 +83,11 @@ class BalanceWatcher:
         self._thread: threading.Thread | None = None
         self._last: Balance | None = None
         self._level: Level = "unknown"
+        # The alerts of the incidents in progress (each ends with a recovered
+        # alert); _low_sent also covers a low phase folded into an exhaustion.
+        self._exhausted: Alert | None = None
+        self._low: Alert | None = None
         self._low_sent = False
-        self._exhausted_sent = False
         self.polls = 0
         """Polls made, failed ones included."""
         self.errors = 0
@@ -138,8 +145,7 @@ class BalanceWatcher:
         return balance
 
     def _update(self, balance: Balance | None, refused: BalanceExhausted | None) -> None:
-        alert: Alert | None = None
-        recovered = False
+        raised: list[Alert] = []
         with self._lock:
             now = self._clock()
             if balance is not None:
@@ -152,40 +158,52 @@ class BalanceWatcher:
                 exhausted = True
             if exhausted:
                 level: Level = "exhausted"
-                if not self._exhausted_sent:
+                if self._exhausted is None:
                     code = refused.code if refused is not None else None
                     reason = (
                         f"the vendor refuses queries: {refused.reason}"
                         if refused is not None
                         else f"no queries left ({remaining})"
                     )
-                    alert = Alert("balance_exhausted", code, reason, now)
+                    self._exhausted = Alert("balance_exhausted", code, reason, now)
+                    raised.append(self._exhausted)
                 # Exhausted includes low: no separate low alert on the way back up.
-                self._exhausted_sent = self._low_sent = True
-            elif remaining is not None and remaining < self.low_water:
-                level = "low"
-                self._exhausted_sent = False  # above 0 again: a new exhaustion is a new incident
-                if not self._low_sent:
-                    alert = Alert(
+                self._low_sent = True
+            else:
+                # Above 0 again: the exhaustion is over (a new one is a new incident).
+                level = "low" if remaining is not None and remaining < self.low_water else "ok"
+                back = f"{remaining} queries left"
+                if self._exhausted is not None:
+                    raised.append(self._exhausted.ended(f"balance_exhausted is over: {back}", now))
+                    self._exhausted = None
+                if level == "low" and not self._low_sent:
+                    self._low = Alert(
                         "balance_low",
                         None,
                         f"{remaining} queries left, under the low-water mark {self.low_water}",
                         now,
                     )
+                    raised.append(self._low)
                     self._low_sent = True
-            else:
-                level = "ok"
-                recovered = self._low_sent or self._exhausted_sent
-                self._low_sent = self._exhausted_sent = False
+                elif level == "ok":
+                    if self._low is not None:
+                        over = f"balance_low is over: {back}, low-water mark {self.low_water}"
+                        raised.append(self._low.ended(over, now))
+                    self._low, self._low_sent = None, False
             self._level = level
         _log.debug("balance.polled", remaining=remaining, level=level)
-        if recovered:
-            _log.info("balance.recovered", remaining=remaining, low_water=self.low_water)
-        if alert is not None:
+        for alert in raised:
             self._alert(alert, remaining)
 
     def _alert(self, alert: Alert, remaining: int | None) -> None:
-        if alert.kind == "balance_exhausted":
+        if alert.recovered:
+            _log.info(
+                "balance.recovered",
+                incident=alert.incident,
+                remaining=remaining,
+                low_water=self.low_water,
+            )
+        elif alert.kind == "balance_exhausted":
             _log.error("balance.exhausted", remaining=remaining, code=alert.code)
         else:
             _log.warning("balance.low", remaining=remaining, low_water=self.low_water)
@@ -194,7 +212,7 @@ class BalanceWatcher:
         try:
             self.on_alert(alert)
         except Exception:  # noqa: BLE001 - an alert hook must never break the watcher
-            _log.exception("balance.alert_hook_failed", kind=alert.kind)
+            _log.exception("balance.alert_hook_failed", kind=alert.kind, incident=alert.incident)
 
     # -- the thread ---------------------------------------------------------------
 

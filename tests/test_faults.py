@@ -305,14 +305,17 @@ def test_breaker_opens_and_recovers(h, server, fault):
     decision = h.route(next(numbers))
     assert decision.source == "upstream"
     assert h.breaker.state == "closed"
-    assert len(h.alerts) == 1
+    assert [(a.kind, a.incident) for a in h.alerts] == [
+        (alert_kind, alert_kind),
+        ("recovered", alert_kind),  # the incident is over: said once
+    ]
 
     # The same fault again is a new incident: a second alert, once.
     server.set_fault(fault)
     for _ in range(opens_after + 1):
         h.send(next(numbers))
     assert h.breaker.state == "open"
-    assert [a.kind for a in h.alerts] == [alert_kind, alert_kind]
+    assert [a.kind for a in h.alerts] == [alert_kind, "recovered", alert_kind]
     assert h.breaker.opened == 3  # counts transitions into open: the failed probe too
 
 

@@ -186,7 +186,11 @@ def test_new_incident_after_recovery_alerts_again(clock):
     b.success()
     assert b.incident is None
     b.failure(api_error(-5))
-    assert len(alerts) == 2
+    assert [(a.kind, a.incident) for a in alerts] == [
+        ("balance_exhausted", "balance_exhausted"),
+        ("recovered", "balance_exhausted"),  # the first incident is over
+        ("balance_exhausted", "balance_exhausted"),
+    ]
 
 
 def test_reset_closes_by_hand(clock):

@@ -569,9 +569,13 @@ def test_cached_answer_codes_are_what_the_client_said(cache, clock):
 def test_rules_and_virtual_changes_apply_to_cached_answers(cache, clock):
     """New rules or a new virtual policy apply to numbers already cached."""
     client = FakeClient({VIRTUAL_NO: info(VIRTUAL_NO, "移动", res=3)})
-    router = make_router(client, cache, clock, {M: "m", "mvno": "v"})
+    router = make_router(client, cache, clock, {M: "m"})
     assert router.route(VIRTUAL_NO).gateway == "m"
-    router.virtual = "mvno"
+    router.virtual = "reject"
+    with pytest.raises(NoRoute):
+        router.route(VIRTUAL_NO)
+    # A gateway of their own: the key and the virtual= that uses it go in together.
+    router.policy = router.policy.copy(gateways={M: "m", "mvno": "v"}, virtual="mvno")
     assert router.route(VIRTUAL_NO).gateway == "v"
     router.rules = [Rule("r", carrier="移动")]
     assert router.route(VIRTUAL_NO).gateway == "r"

@@ -86,13 +86,19 @@ def test_low_then_exhausted_then_recovered(server, watcher, alerts):
 
     server.balance = 5000
     watcher.poll()
+    watcher.poll()
     assert watcher.level == "ok"
     assert watcher.last.remaining == 5000
-    assert len(alerts) == 2
+    # Each incident ends with one recovered alert, the newest first.
+    assert [(a.kind, a.incident) for a in alerts[2:]] == [
+        ("recovered", "balance_exhausted"),
+        ("recovered", "balance_low"),
+    ]
+    assert "5000" in alerts[2].reason
 
     server.balance = 900  # a new incident: the low alert was re-armed
     watcher.poll()
-    assert kinds(alerts) == ["balance_low", "balance_exhausted", "balance_low"]
+    assert kinds(alerts)[4:] == ["balance_low"]
 
 
 def test_straight_to_exhausted_alerts_once(server, watcher, alerts):
@@ -113,7 +119,7 @@ def test_partial_top_up_rearms_exhausted_only(server, watcher, alerts):
     assert watcher.level == "low"
     server.balance = 0
     watcher.poll()
-    assert kinds(alerts) == ["balance_exhausted", "balance_exhausted"]
+    assert kinds(alerts) == ["balance_exhausted", "recovered", "balance_exhausted"]
 
 
 def test_vendor_code_minus_5_counts_as_exhausted(server, watcher, alerts):
@@ -265,3 +271,26 @@ def test_repr_shows_state_not_secrets(server, watcher):
     assert "level='ok'" in text
     assert "5000" in text
     assert server.apikey not in text
+
+
+def test_each_incident_ends_with_one_recovered_alert(server, watcher, alerts, caplog):
+    """Exhausted, low, ok: the exhaustion ends above 0; a low phase folded into it says nothing."""
+    watcher.poll()
+    server.balance = 0
+    watcher.poll()
+    server.balance = 300  # above 0, under the mark: the exhaustion is over, no new low alert
+    with caplog.at_level(logging.INFO, logger="smsroute"):
+        watcher.poll()
+        watcher.poll()
+        server.balance = 5000
+        watcher.poll()
+        watcher.poll()
+    assert [(a.kind, a.incident) for a in alerts] == [
+        ("balance_exhausted", "balance_exhausted"),
+        ("recovered", "balance_exhausted"),
+    ]
+    assert alerts[1].reason == "balance_exhausted is over: 300 queries left"
+    assert alerts[1].code is None
+    lines = [r.getMessage() for r in caplog.records if "balance.recovered" in r.getMessage()]
+    assert len(lines) == 1
+    assert "incident=balance_exhausted remaining=300" in lines[0]

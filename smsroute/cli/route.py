@@ -314,6 +314,9 @@ def _run(args: argparse.Namespace) -> int:
     hard = threading.Event()
 
     def on_alert(alert: Alert) -> None:
+        # Only an account problem stops the run; a "recovered" alert (the
+        # breaker closed again) changes nothing, so the summary keeps the
+        # one line of the alert that stopped it.
         if alert.kind in ("unauthorized", "balance_exhausted"):
             summary.alert = alert
             hard.set()

@@ -297,8 +297,8 @@ def _policy(data: Mapping[str, Any], virtual: str, default: str | None) -> Routi
     rules = tuple(_rule(i, r) for i, r in enumerate(raw_rules, 1))
     try:
         return RoutingPolicy(gateways, default=default, virtual=virtual, rules=rules)
-    except ConfigurationError as exc:  # pragma: no cover - the checks above come first
-        raise ConfigurationError(f"[routing]: {exc}") from None
+    except ConfigurationError as exc:  # a key nothing uses: the checks above come first
+        raise ConfigurationError(f"[gateways]: {exc}") from None
 
 
 def _rule(index: int, data: Mapping[str, Any]) -> Rule:

@@ -10,31 +10,77 @@ log and alert outside its lock.
 * An answer (even "no such number") resets the count; an open breaker
   ignores it (a late answer to an old call) and waits for its probe.
 * After the cool-down one caller probes (half-open); success closes it,
-  failure opens it again. One alert per incident.
+  failure opens it again. One alert per incident, and one ``recovered``
+  alert when it ends (:func:`ended`, which the drivers call around a move).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from smsroute.core.outcome import Blame, blame
 from smsroute.errors import Unauthorized
 
-__all__ = ["Alert", "BreakerCore", "Change", "State"]
+__all__ = ["RECOVERED", "Alert", "BreakerCore", "Change", "State", "ended"]
 
 State = Literal["closed", "open", "half-open"]
 
 
+RECOVERED: Final = "recovered"
+"""The :attr:`Alert.kind` of an alert that says an incident is over."""
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """An incident that needs a person: the breaker opened for this reason."""
+    """An incident that needs a person (the breaker opened, the balance ran low), or its end.
+
+    ``kind`` is what happened: ``unauthorized`` (-1, -9), ``balance_exhausted``
+    (-5, or a prepaid balance at 0), ``upstream_down`` (the breaker opened on
+    failures), ``balance_low`` (under the watcher's low-water mark), or
+    ``recovered``: the incident named by ``incident`` is over (sent once per
+    alert, when the breaker closes again or the balance is back). ``incident``
+    is the key a pager groups by and :class:`smsroute.AlertHub` dedupes on: the
+    incident's kind, for an alert and for its recovery alike.
+
+    .. versionchanged:: 0.2.0
+       ``incident``, and ``recovered`` alerts.
+    """
 
     kind: str
-    """``unauthorized``, ``balance_exhausted`` or ``upstream_down``."""
+    """What happened (see above); ``recovered`` for the end of an incident."""
     code: int | None
+    """The vendor's code (-1, -5, -9 ...) when it gave one; None for a recovery."""
     reason: str
     at: float = field(default=0.0, compare=False)
+    """The ``clock`` time of the breaker or watcher that raised it."""
+    incident: str = ""
+    """The incident this alert opens or ends; defaults to ``kind``."""
+
+    def __post_init__(self) -> None:
+        if not self.incident:
+            object.__setattr__(self, "incident", self.kind)
+
+    @property
+    def recovered(self) -> bool:
+        """Return True for an alert that says its incident is over."""
+        return self.kind == RECOVERED
+
+    def ended(self, reason: str, at: float) -> Alert:
+        """Return the ``recovered`` alert that ends this alert's incident."""
+        return Alert(RECOVERED, None, reason, at, self.incident)
+
+
+def ended(before: Alert | None, after: Alert | None, now: float, how: str) -> Alert | None:
+    """Return the recovery of incident ``before`` if the breaker's incident is now ``after``.
+
+    None while the incident goes on (``after is before``); an incident
+    replaced by another (a vendor that was down now answers -1) is over too.
+    """
+    if before is None or after is before:
+        return None
+    how = how if after is None else f"now {after.kind}"
+    return before.ended(f"{before.kind} is over: {how}", now)
 
 
 class Change(NamedTuple):

@@ -11,6 +11,7 @@ is how the command line and the HTTP service load it from a TOML file.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,10 +22,13 @@ from smsroute.carrier import Carrier
 from smsroute.errors import ConfigurationError, NoRoute
 from smsroute.segments import Segment
 
-__all__ = ["VIRTUAL_POLICIES", "Route", "RoutingPolicy", "Rule", "province_of"]
+__all__ = ["DEFAULT_KEY", "VIRTUAL_POLICIES", "Route", "RoutingPolicy", "Rule", "province_of"]
 
 VIRTUAL_POLICIES: Final = ("host", "reject")
 """``virtual=`` values that are not a gateway key: route by the host operator, or refuse."""
+
+DEFAULT_KEY: Final = "default"
+"""A gateways key that sets the default gateway (``{"移动": "CMPP", "default": "CMPP"}``)."""
 
 # Official names of the autonomous regions and SARs, which end in neither 省 nor 市.
 _REGION_SUFFIXES: Final = ("壮族自治区", "回族自治区", "维吾尔自治区", "自治区", "特别行政区")
@@ -116,10 +120,50 @@ def _read_gateways(gateways: Mapping[Carrier | str, Any]) -> dict[Carrier | str,
         if carrier is None and not isinstance(key, str):
             raise ConfigurationError(f"gateway key {key!r} is not an operator or a name")
         k: Carrier | str = carrier if carrier is not None else key
+        if isinstance(k, str) and k.strip().lower() == DEFAULT_KEY:
+            k = DEFAULT_KEY
         if k in out:
             raise ConfigurationError(f"two gateways for {k}")
         out[k] = value
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001 - a gateway object with an odd __eq__ is simply not equal
+        return False
+
+
+def _check_keys(
+    gateways: Mapping[Carrier | str, Any], virtual: str, rules: tuple[Rule, ...]
+) -> None:
+    """Refuse a gateway key that nothing can ever pick: no operator, not virtual=, no rule's.
+
+    Such a key is nearly always a misspelt operator (``连通``, ``Moble``), and
+    its numbers would get NoRoute after their lookup was paid for.
+    """
+    used = [getattr(rule, "gateway", None) for rule in rules]
+    for key, value in gateways.items():
+        if isinstance(key, Carrier) or key == virtual:
+            continue
+        if any(_same(key, g) or _same(value, g) for g in used):
+            continue  # an extra gateway a rule sends to (by its key or its value)
+        names = [DEFAULT_KEY, *(g for g in used if isinstance(g, str))]
+        close = Carrier.suggest(key, names)
+        if close is not None:
+            carrier = Carrier.parse(close)
+            named = f" ({carrier})" if carrier is not None and carrier.value != close else ""
+            hint = f'did you mean "{close}"{named}?'
+        else:
+            hint = (
+                f"for an extra gateway, name it in virtual={key!r} or in a rule "
+                f"(Rule(gateway={key!r}, ...))"
+            )
+        raise ConfigurationError(
+            f"gateway key {key!r} is not an operator (移动, 联通, 电信, 广电) and neither "
+            f"virtual= nor a rule uses it: {hint}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +175,17 @@ class RoutingPolicy:
     virtual-operator numbers go there). Rules are tried in order before the
     operator's own gateway. Immutable; :meth:`copy` makes variants.
 
+    Every key of ``gateways`` must be able to receive a number: an operator
+    spelling :meth:`Carrier.parse` reads, ``"default"`` (the default gateway,
+    instead of ``default=``), the key ``virtual`` names, or an extra gateway
+    a rule sends to (the rule's gateway is the key or its value). Any other
+    key is a :class:`ConfigurationError` with a "did you mean" hint: it is
+    nearly always a misspelt operator, whose numbers would otherwise get
+    NoRoute after their lookup was paid for. The check sees the final
+    settings of each policy, so a router's setters re-run it: change the
+    gateways and ``virtual`` together with ``router.policy =
+    router.policy.copy(gateways=..., virtual=...)``.
+
     .. versionadded:: 0.2.0
     """
 
@@ -141,12 +196,24 @@ class RoutingPolicy:
     _memo: dict[int, Route] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gateways", MappingProxyType(_read_gateways(self.gateways)))
+        gateways = _read_gateways(self.gateways)
+        if DEFAULT_KEY in gateways:
+            default = gateways.pop(DEFAULT_KEY)
+            if self.default is not None and not _same(self.default, default):
+                raise ConfigurationError(
+                    "a default gateway given twice (default= and the key 'default'): pass one"
+                )
+            object.__setattr__(self, "default", default)
+        object.__setattr__(self, "gateways", MappingProxyType(gateways))
         object.__setattr__(self, "rules", tuple(self.rules))
         if self.virtual not in VIRTUAL_POLICIES and self.virtual not in self.gateways:
+            names = [k for k in self.gateways if isinstance(k, str) and k != self.virtual]
+            close = difflib.get_close_matches(self.virtual, names, n=1, cutoff=0.5)
+            hint = f': did you mean "{close[0]}"?' if close else ""
             raise ConfigurationError(
-                f"virtual={self.virtual!r}: not 'host', 'reject' or a key of gateways"
+                f"virtual={self.virtual!r}: not 'host', 'reject' or a key of gateways{hint}"
             )
+        _check_keys(self.gateways, self.virtual, self.rules)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RoutingPolicy):
