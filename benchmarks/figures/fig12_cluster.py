@@ -1,0 +1,466 @@
+"""Figure 12: Redis Cluster against one Redis: a hit, a miss, and a fleet's paid queries.
+
+A fleet that outgrows one Redis moves its answers to a Redis Cluster
+(``RedisCache(url, cluster=True)``); what it should cost is the same one
+round trip per command, to the node that owns the number's slot, and the
+same one paid query per number across the fleet. Two parts, on one cluster
+of 3 masters + 3 replicas (tests/redis_cluster.py's ``LocalCluster``, the
+cluster the tests use) and one single redis-server (``harness.redis_server``)
+of the same binary, all on 127.0.0.1:
+
+- **Hit and miss, cluster ÷ single node.** ``Router.route()`` (and, with
+  aiohttp, ``await AsyncRouter.route()``) on a RedisCache (AsyncRedisCache)
+  made with ``near_ttl=0``: the near tier keeps nothing, so the router's hot
+  path and the cache's in-process tier are both empty and every route
+  crosses the router's whole cache path (CacheIO's worker thread, one GET to
+  Redis, the verdict). That is how the near tier is defeated: the Redis
+  round trip is measured through the router, not a bare ``get``. (The bare
+  ``RedisCache.get`` of the same numbers is timed too, in the context.) A
+  *hit* routes numbers whose answers the same backend stored before the
+  rounds; a *miss* routes numbers never seen, through the fake vendor at
+  latency 0: GET (nothing), claim the fleet lock, the vendor, SET, release.
+  Variants alternate round by round (``rotated``); the figure is the median
+  over rounds of each round's ratio of per-op times, cluster ÷ single node
+  (the median per-op times are in the context). Aim: ≤ 1.5, since a cluster
+  command is still one round trip to one node.
+- **Fleet.** ``f12_processes`` separate OS processes (this module run as
+  ``python -m figures.fig12_cluster fleet``), each its own Router,
+  CarrierClient and ``RedisCache(url, cluster=True)`` with the default near
+  tier, send Zipf(1.1) streams (a different draw each, over one population)
+  with ``f12_threads`` threads against one fake vendor at 5 ms, all released
+  at once. The figure is the queries the vendor counted divided by the
+  distinct numbers sent to (aim: 1.00, as figure 5 for one process), with no
+  failed send.
+
+Without redis-server, redis-cli or redis-py every measure is skipped with why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from aioharness import aiohttp_missing
+from harness import (
+    HERE,
+    Deliveries,
+    Env,
+    check,
+    child_environment,
+    figure,
+    gateways,
+    median,
+    redis_server,
+    rotated,
+    skipped,
+    stop_child,
+)
+
+import smsroute
+from figures.fig5_zipf_traffic import F5_EXPONENT, zipf_stream
+
+_TITLE = "Redis Cluster (3 masters + 3 replicas) vs a single Redis"
+F12_AIM = 1.5  # cluster ÷ single node, per op
+F12_FLEET_LATENCY = 0.005  # the fleet's vendor: slow enough that the processes overlap
+_KINDS = ("single", "cluster")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Numbers per round for the hit and miss, rounds, and the fleet's shape and traffic."""
+
+    f12_hit_numbers: int
+    f12_miss_numbers: int
+    f12_rounds: int
+    f12_processes: int
+    f12_threads: int
+    f12_sends: int  # per process
+    f12_numbers: int  # the population the Zipf streams draw from
+
+
+FULL = Sizes(
+    f12_hit_numbers=1_000,
+    f12_miss_numbers=150,
+    f12_rounds=9,
+    f12_processes=4,
+    f12_threads=8,
+    f12_sends=25_000,
+    f12_numbers=20_000,
+)
+# Four processes in quick mode too: the fleet is the point, its sizes are not.
+QUICK = Sizes(100, 10, 2, 4, 4, 500, 300)
+
+_MEASURES = (
+    ("hit: Router.route() cluster ÷ single node", "ratio", "<=", F12_AIM),
+    ("miss: Router.route() cluster ÷ single node", "ratio", "<=", F12_AIM),
+    ("hit: await AsyncRouter.route() cluster ÷ single", "ratio", "<=", F12_AIM),
+    ("miss: await AsyncRouter.route() cluster ÷ single", "ratio", "<=", F12_AIM),
+    ("routes not answered as timed (hit: Redis, miss: vendor)", "", "==", 0),
+    ("fleet on the cluster: paid queries / distinct numbers", "", "==", 1),
+    ("fleet: failed sends", "", "==", 0),
+)
+
+
+class Skip(Exception):
+    """Part of the figure cannot run here (a binary or module missing)."""
+
+
+def redis_cluster_module() -> ModuleType:
+    """Return tests/redis_cluster.py (LocalCluster, find_redis_cli), or raise Skip with why."""
+    # The cluster the tests start, not a second copy of it: the module needs
+    # redis-py and its sibling redis_server.py, not pytest. tests/ is on the
+    # path only for this import, and last, so it shadows no other module.
+    tests = str(HERE.parent / "tests")
+    if not (Path(tests) / "redis_cluster.py").is_file():
+        raise Skip("tests/redis_cluster.py not found (a checkout of the repository is needed)")
+    sys.path.append(tests)
+    try:
+        return importlib.import_module("redis_cluster")
+    except ImportError as exc:
+        raise Skip(f"cannot import tests/redis_cluster.py: {exc}") from exc
+    finally:
+        sys.path.remove(tests)
+
+
+@contextlib.contextmanager
+def servers() -> Iterator[tuple[str, str]]:
+    """Yield the URLs of a single redis-server and of a 3 + 3 cluster of the same binary."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise Skip("no redis-server on PATH (apt-get install redis-server)")
+    try:
+        smsroute.RedisCache  # noqa: B018 - raises without redis-py
+    except ImportError as exc:
+        raise Skip(f"no redis-py: {exc}") from exc
+    cluster_module = redis_cluster_module()
+    if cluster_module.find_redis_cli() is None:
+        raise Skip("no redis-cli on PATH to create the cluster (apt-get install redis-tools)")
+    with redis_server() as single:
+        assert single is not None
+        cluster = cluster_module.LocalCluster(binary)
+        try:
+            try:
+                cluster.start()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # A machine too busy to form a cluster in 20 s says so, as a skip.
+                raise Skip(f"the cluster did not start: {type(exc).__name__}: {exc}") from exc
+            yield single, cluster.url
+        finally:
+            cluster.close()
+
+
+# -- hit and miss, side by side ---------------------------------------------------
+
+
+def _per_op(route: Callable[[str], Any], numbers: Sequence[str], want: str) -> tuple[float, int]:
+    """Return seconds per route over ``numbers`` and how many were not from ``want``."""
+    wrong = 0
+    started = time.perf_counter()
+    for n in numbers:
+        if route(n).source != want:
+            wrong += 1
+    return (time.perf_counter() - started) / len(numbers), wrong
+
+
+class SyncVariant:
+    """Router + RedisCache(near_ttl=0) on one backend, against the threaded fake vendor."""
+
+    def __init__(self, env: Env, url: str, *, cluster: bool, prefix: str) -> None:
+        self.cache = smsroute.RedisCache(
+            url, cluster=cluster, prefix=prefix, near_ttl=0, socket_timeout=1.0
+        )
+        self.client = env.client()
+        deliveries = Deliveries()
+        self.router = smsroute.Router(
+            self.client, gateways(deliveries), default=deliveries, cache=self.cache
+        )
+
+    def store(self, numbers: Sequence[str]) -> None:
+        """Route each number once (a miss), so that its answer is in Redis."""
+        for n in numbers:
+            self.router.route(n)
+
+    def round(self, hit: Sequence[str], miss: Sequence[str]) -> dict[str, float]:
+        """Time one pass of hits, of bare gets and of misses."""
+        hit_s, hit_wrong = _per_op(self.router.route, hit, "cache")
+        started = time.perf_counter()
+        for n in hit:
+            self.cache.get(n)
+        get_s = (time.perf_counter() - started) / len(hit)
+        miss_s, miss_wrong = _per_op(self.router.route, miss, "upstream")
+        return {"hit": hit_s, "get": get_s, "miss": miss_s, "wrong": hit_wrong + miss_wrong}
+
+    def close(self) -> None:
+        """Close the router, the client and the cache."""
+        self.router.close()
+        self.client.close()
+        self.cache.close()
+
+
+async def _async_round(
+    env: Env, url: str, cluster: bool, prefix: str, hit: Sequence[str], miss: Sequence[str]
+) -> dict[str, float]:
+    """Time one pass of hits and of misses through AsyncRouter + AsyncRedisCache(near_ttl=0)."""
+    server = env.aio_server
+    deliveries = Deliveries()
+    cache = smsroute.AsyncRedisCache(
+        url, cluster=cluster, prefix=prefix, near_ttl=0, socket_timeout=1.0
+    )
+    client = smsroute.AsyncCarrierClient(server.apikey, base_url=server.url)
+    router = smsroute.AsyncRouter(client, gateways(deliveries), default=deliveries, cache=cache)
+    try:
+        for n in hit[:30]:  # connects (to every master, on the cluster) before timing
+            await router.route(n)
+        out: dict[str, float] = {"wrong": 0}
+        for name, numbers, want in (("hit", hit, "cache"), ("miss", miss, "upstream")):
+            started = time.perf_counter()
+            for n in numbers:
+                if (await router.route(n)).source != want:
+                    out["wrong"] += 1
+            out[name] = (time.perf_counter() - started) / len(numbers)
+        return out
+    finally:
+        await router.aclose()
+        await client.aclose()
+        await cache.aclose()
+
+
+def hit_and_miss(env: Env, sizes: Sizes, urls: dict[str, str]) -> dict[str, Any]:
+    """Time hits and misses on both backends (and both front ends), rotating the variants."""
+    hit = env.pool.take(sizes.f12_hit_numbers)
+    prefixes = {kind: f"bench12-{kind}:" for kind in _KINDS}
+    env.server.control(latency=0, fault=None)
+    no_async = aiohttp_missing()
+    if no_async is None:
+        env.aio_server.control(latency=0, fault=None)
+    sync = {
+        kind: SyncVariant(env, urls[kind], cluster=kind == "cluster", prefix=prefixes[kind])
+        for kind in _KINDS
+    }
+    try:
+        for variant in sync.values():
+            variant.store(hit)  # the async variants read the same keys
+        names = [f"sync_{k}" for k in _KINDS]
+        if no_async is None:
+            names += [f"async_{k}" for k in _KINDS]
+        times: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+        wrong = 0
+        for r in range(sizes.f12_rounds):
+            gc.collect()
+            for name in rotated(names, r):
+                front, kind = name.split("_")
+                miss = env.pool.take(sizes.f12_miss_numbers)
+                if front == "sync":
+                    got = sync[kind].round(hit, miss)
+                else:
+                    args = (env, urls[kind], kind == "cluster", prefixes[kind], hit, miss)
+                    got = asyncio.run(_async_round(*args))
+                wrong += int(got.pop("wrong"))
+                for what, seconds in got.items():
+                    times[name].setdefault(what, []).append(seconds)
+    finally:
+        for variant in sync.values():
+            variant.close()
+    us = {name: {what: median(v) * 1e6 for what, v in t.items()} for name, t in times.items()}
+    # Each round's cluster ÷ single node, then the median of those (README, "How it measures").
+    per_round = {
+        f"{front}_{what}": [
+            c / s for c, s in zip(cluster, times[f"{front}_single"][what], strict=True)
+        ]
+        for front in ("sync", "async")
+        if f"{front}_cluster" in times
+        for what, cluster in times[f"{front}_cluster"].items()
+    }
+    return {
+        "us_per_op": us,
+        "ratios": {key: median(v) for key, v in per_round.items()},
+        "ratio_per_round": per_round,
+        "wrong": wrong,
+        "async_skipped": no_async,
+    }
+
+
+# -- the fleet -------------------------------------------------------------------
+
+
+def fleet(env: Env, sizes: Sizes, url: str) -> dict[str, Any]:
+    """Run the fleet's processes on the cluster; return paid queries, distinct numbers, sends."""
+    population = env.pool.take(sizes.f12_numbers)
+    streams = [
+        zipf_stream(population, sizes.f12_sends, F5_EXPONENT, seed=120 + i)
+        for i in range(sizes.f12_processes)
+    ]
+    distinct = len(set().union(*streams))
+    server = env.server
+    server.control(latency=F12_FLEET_LATENCY, fault=None)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for stream in streams:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"figures.{Path(__file__).stem}", "fleet"],
+                cwd=HERE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=child_environment(),
+            )
+            procs.append(proc)
+            job: dict[str, Any] = {"redis": url, "vendor": server.url, "apikey": server.apikey}
+            _say(proc, {**job, "threads": sizes.f12_threads, "numbers": stream})
+        for proc in procs:
+            _hear(proc)  # ready: imported, connected to the cluster
+        before = server.control()
+        started = time.perf_counter()
+        for proc in procs:
+            _say(proc, {"go": True})
+        results = [_hear(proc) for proc in procs]
+        elapsed = time.perf_counter() - started
+        after = server.control()
+    finally:
+        for proc in procs:
+            stop_child(proc)
+        server.control(latency=0)
+    return {
+        "queries": after["carrier_calls"] - before["carrier_calls"],
+        "paid": after["paid"] - before["paid"],
+        "distinct": distinct,
+        "sends": sum(r["sends"] for r in results),
+        "failed": sum(r["failed"] for r in results),
+        "seconds": elapsed,
+        "processes": results,
+    }
+
+
+def _say(proc: subprocess.Popen[str], message: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(message) + "\n")
+    proc.stdin.flush()
+
+
+def _hear(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"a fleet process exited (code {proc.poll()})")
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+def fleet_process() -> None:
+    """One worker of the fleet: read the job, say ready, send on ``go``, say what happened."""
+    job = json.loads(sys.stdin.readline())
+    threads = int(job["threads"])
+    client = smsroute.CarrierClient(job["apikey"], base_url=job["vendor"], pool_maxsize=threads)
+    cache = smsroute.RedisCache(job["redis"], cluster=True, prefix="bench12-fleet:")
+    deliveries = Deliveries()
+    router = smsroute.Router(client, gateways(deliveries), default=deliveries, cache=cache)
+    numbers: list[str] = job["numbers"]
+    work = iter(numbers)
+    failed: list[str] = []
+
+    def sender() -> None:
+        for n in work:
+            try:
+                router.send(n, "hello")
+            except Exception as exc:  # the figure counts failed sends
+                failed.append(type(exc).__name__)
+
+    workers = [threading.Thread(target=sender) for _ in range(threads)]
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()  # go
+    started = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    elapsed = time.perf_counter() - started
+    stats = router.stats()
+    report = {
+        "sends": len(numbers),
+        "failed": len(failed) + len(numbers) - deliveries.count,
+        "errors": sorted(set(failed)),
+        "seconds": elapsed,
+        "upstream_calls": stats["upstream_calls"],
+        "coalesced": stats["coalesced"],
+        "cache": cache.stats(),
+    }
+    print(json.dumps(report), flush=True)
+    router.close()
+    client.close()
+    cache.close()
+    sys.stdin.read()  # until the parent closes our input (harness.stop_child)
+
+
+# -- the figure -------------------------------------------------------------------
+
+
+def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
+    """Hit and miss on a Redis Cluster vs one Redis, and a fleet's paid queries on the cluster."""
+    try:
+        with servers() as (single, cluster):
+            timed = hit_and_miss(env, sizes, {"single": single, "cluster": cluster})
+            fleet_run = fleet(env, sizes, cluster)
+    except Skip as why:
+        return figure(
+            _TITLE,
+            [skipped(n, unit, op, aim, str(why)) for n, unit, op, aim in _MEASURES],
+            note=str(why),
+        )
+    us, ratios = timed["us_per_op"], timed["ratios"]
+    measures = [
+        check(_MEASURES[0][0], ratios["sync_hit"], "ratio", "<=", F12_AIM),
+        check(_MEASURES[1][0], ratios["sync_miss"], "ratio", "<=", F12_AIM),
+    ]
+    if timed["async_skipped"] is None:
+        measures += [
+            check(_MEASURES[2][0], ratios["async_hit"], "ratio", "<=", F12_AIM),
+            check(_MEASURES[3][0], ratios["async_miss"], "ratio", "<=", F12_AIM),
+        ]
+    else:
+        measures += [skipped(*m, timed["async_skipped"]) for m in _MEASURES[2:4]]
+    queries, distinct = fleet_run["queries"], fleet_run["distinct"]
+    measures += [
+        check(_MEASURES[4][0], float(timed["wrong"]), "", "==", 0),
+        check(_MEASURES[5][0], queries / distinct, "", "==", 1),
+        check(_MEASURES[6][0], float(fleet_run["failed"]), "", "==", 0),
+    ]
+    parts = [
+        f"{front} {what} {us[f'{front}_cluster'][what]:.0f} vs {us[f'{front}_single'][what]:.0f} us"
+        for front in ("sync", "async")
+        if f"{front}_single" in us
+        for what in ("hit", "miss")
+    ]
+    return figure(
+        _TITLE,
+        measures,
+        note=(
+            "per op, cluster vs single: " + ", ".join(parts) + f"; fleet: {fleet_run['sends']:,} "
+            f"sends from {sizes.f12_processes} processes to {distinct:,} distinct numbers, "
+            f"{queries:,} queries"
+        ),
+        us_per_op=us,
+        ratio_cluster_to_single=ratios,
+        ratio_per_round=timed["ratio_per_round"],
+        near_ttl=0,
+        hit_numbers=sizes.f12_hit_numbers,
+        miss_numbers_per_round=sizes.f12_miss_numbers,
+        rounds=sizes.f12_rounds,
+        fleet={**fleet_run, "vendor_latency_s": F12_FLEET_LATENCY, "threads": sizes.f12_threads},
+        server=env.server.kind,
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["fleet"]:
+    fleet_process()
