@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import importlib
 import json
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -165,14 +166,24 @@ def servers() -> Iterator[tuple[str, str]]:
 # -- hit and miss, side by side ---------------------------------------------------
 
 
-def _per_op(route: Callable[[str], Any], numbers: Sequence[str], want: str) -> tuple[float, int]:
-    """Return seconds per route over ``numbers`` and how many were not from ``want``."""
-    wrong = 0
-    started = time.perf_counter()
-    for n in numbers:
-        if route(n).source != want:
-            wrong += 1
-    return (time.perf_counter() - started) / len(numbers), wrong
+_BLOCKS = {"hit": 50, "get": 50, "miss": 10}  # numbers per turn: how often the variants alternate
+_WANT = {"hit": "cache", "miss": "upstream"}  # where a timed route's answer must come from
+
+
+def schedule(r: int, hits: int, misses: int) -> list[tuple[str, str, slice]]:
+    """Return round ``r``'s turns: (what, single or cluster, which numbers), alternating."""
+    # Turns of a few ms, the order rotated each turn: a burst of another
+    # tenant's load lands on both backends rather than on one variant's round.
+    turns = []
+    for what, count in (("hit", hits), ("get", hits), ("miss", misses)):
+        size = _BLOCKS[what]
+        for b, start in enumerate(range(0, count, size)):
+            turns += [(what, kind, slice(start, start + size)) for kind in rotated(_KINDS, r + b)]
+    return turns
+
+
+def _numbers(what: str, kind: str, part: slice, hit: list[str], miss: dict[str, list[str]]) -> Any:
+    return hit[part] if what != "miss" else miss[kind][part]
 
 
 class SyncVariant:
@@ -188,20 +199,18 @@ class SyncVariant:
             self.client, gateways(deliveries), default=deliveries, cache=self.cache
         )
 
-    def store(self, numbers: Sequence[str]) -> None:
-        """Route each number once (a miss), so that its answer is in Redis."""
-        for n in numbers:
-            self.router.route(n)
-
-    def round(self, hit: Sequence[str], miss: Sequence[str]) -> dict[str, float]:
-        """Time one pass of hits, of bare gets and of misses."""
-        hit_s, hit_wrong = _per_op(self.router.route, hit, "cache")
+    def timed(self, what: str, numbers: Sequence[str]) -> tuple[float, int]:
+        """Return the seconds ``numbers`` took (routes, or bare gets) and how many went wrong."""
+        wrong = 0
         started = time.perf_counter()
-        for n in hit:
-            self.cache.get(n)
-        get_s = (time.perf_counter() - started) / len(hit)
-        miss_s, miss_wrong = _per_op(self.router.route, miss, "upstream")
-        return {"hit": hit_s, "get": get_s, "miss": miss_s, "wrong": hit_wrong + miss_wrong}
+        if what == "get":
+            for n in numbers:
+                wrong += self.cache.get(n) is None
+        else:
+            want, route = _WANT[what], self.router.route
+            for n in numbers:
+                wrong += route(n).source != want
+        return time.perf_counter() - started, wrong
 
     def close(self) -> None:
         """Close the router, the client and the cache."""
@@ -210,79 +219,124 @@ class SyncVariant:
         self.cache.close()
 
 
-async def _async_round(
-    env: Env, url: str, cluster: bool, prefix: str, hit: Sequence[str], miss: Sequence[str]
-) -> dict[str, float]:
-    """Time one pass of hits and of misses through AsyncRouter + AsyncRedisCache(near_ttl=0)."""
-    server = env.aio_server
-    deliveries = Deliveries()
-    cache = smsroute.AsyncRedisCache(
-        url, cluster=cluster, prefix=prefix, near_ttl=0, socket_timeout=1.0
-    )
-    client = smsroute.AsyncCarrierClient(server.apikey, base_url=server.url)
-    router = smsroute.AsyncRouter(client, gateways(deliveries), default=deliveries, cache=cache)
-    try:
-        for n in hit[:30]:  # connects (to every master, on the cluster) before timing
-            await router.route(n)
-        out: dict[str, float] = {"wrong": 0}
-        for name, numbers, want in (("hit", hit, "cache"), ("miss", miss, "upstream")):
-            started = time.perf_counter()
+class AsyncVariant:
+    """AsyncRouter + AsyncRedisCache(near_ttl=0) on one backend, against the asyncio fake vendor."""
+
+    def __init__(self, env: Env, url: str, *, cluster: bool, prefix: str) -> None:
+        server = env.aio_server
+        self.cache = smsroute.AsyncRedisCache(
+            url, cluster=cluster, prefix=prefix, near_ttl=0, socket_timeout=1.0
+        )
+        self.client = smsroute.AsyncCarrierClient(server.apikey, base_url=server.url)
+        deliveries = Deliveries()
+        self.router = smsroute.AsyncRouter(
+            self.client, gateways(deliveries), default=deliveries, cache=self.cache
+        )
+
+    async def timed(self, what: str, numbers: Sequence[str]) -> tuple[float, int]:
+        """Return the seconds ``numbers`` took (routes, or bare gets) and how many went wrong."""
+        wrong = 0
+        started = time.perf_counter()
+        if what == "get":
             for n in numbers:
-                if (await router.route(n)).source != want:
-                    out["wrong"] += 1
-            out[name] = (time.perf_counter() - started) / len(numbers)
-        return out
+                wrong += await self.cache.get(n) is None
+        else:
+            want, route = _WANT[what], self.router.route
+            for n in numbers:
+                wrong += (await route(n)).source != want
+        return time.perf_counter() - started, wrong
+
+    async def aclose(self) -> None:
+        """Close the router, the client and the cache."""
+        await self.router.aclose()
+        await self.client.aclose()
+        await self.cache.aclose()
+
+
+def _add(spent: dict[str, dict[str, float]], what: str, kind: str, seconds: float) -> None:
+    spent.setdefault(what, {}).setdefault(kind, 0.0)
+    spent[what][kind] += seconds
+
+
+async def _async_round(
+    variants: dict[str, Any], turns: list[tuple[str, str, slice]], hit: list[str], miss: Any
+) -> tuple[dict[str, dict[str, float]], int]:
+    """Make the async variants on this round's loop, connect them, then take the turns."""
+    made = {kind: make() for kind, make in variants.items()}
+    try:
+        for variant in made.values():  # connects (to every master, on the cluster)
+            await variant.timed("hit", hit[:30])
+        spent: dict[str, dict[str, float]] = {}
+        wrong = 0
+        for what, kind, part in turns:
+            seconds, bad = await made[kind].timed(what, _numbers(what, kind, part, hit, miss))
+            _add(spent, what, kind, seconds)
+            wrong += bad
+        return spent, wrong
     finally:
-        await router.aclose()
-        await client.aclose()
-        await cache.aclose()
+        for variant in made.values():
+            await variant.aclose()
 
 
 def hit_and_miss(env: Env, sizes: Sizes, urls: dict[str, str]) -> dict[str, Any]:
-    """Time hits and misses on both backends (and both front ends), rotating the variants."""
+    """Time hits, gets and misses on both backends (and both front ends), turn by turn."""
     hit = env.pool.take(sizes.f12_hit_numbers)
-    prefixes = {kind: f"bench12-{kind}:" for kind in _KINDS}
     env.server.control(latency=0, fault=None)
     no_async = aiohttp_missing()
     if no_async is None:
         env.aio_server.control(latency=0, fault=None)
-    sync = {
-        kind: SyncVariant(env, urls[kind], cluster=kind == "cluster", prefix=prefixes[kind])
-        for kind in _KINDS
-    }
+
+    def options(kind: str) -> dict[str, Any]:
+        # One prefix per backend: the async variants read what the sync ones stored.
+        return {"cluster": kind == "cluster", "prefix": f"bench12-{kind}:"}
+
+    sync = {kind: SyncVariant(env, urls[kind], **options(kind)) for kind in _KINDS}
+    fronts = ["sync"] if no_async is not None else ["sync", "async"]
+    # per front and what: a list per kind of per-op seconds, one per round
+    times: dict[str, dict[str, dict[str, list[float]]]] = {f: {} for f in fronts}
+    wrong = 0
     try:
         for variant in sync.values():
-            variant.store(hit)  # the async variants read the same keys
-        names = [f"sync_{k}" for k in _KINDS]
-        if no_async is None:
-            names += [f"async_{k}" for k in _KINDS]
-        times: dict[str, dict[str, list[float]]] = {n: {} for n in names}
-        wrong = 0
+            for n in hit:  # a miss each: the answers are in Redis before the rounds
+                variant.router.route(n)
         for r in range(sizes.f12_rounds):
-            gc.collect()
-            for name in rotated(names, r):
-                front, kind = name.split("_")
-                miss = env.pool.take(sizes.f12_miss_numbers)
+            for front in rotated(fronts, r):
+                gc.collect()
+                miss = {kind: env.pool.take(sizes.f12_miss_numbers) for kind in _KINDS}
+                turns = schedule(r, len(hit), sizes.f12_miss_numbers)
                 if front == "sync":
-                    got = sync[kind].round(hit, miss)
+                    spent: dict[str, dict[str, float]] = {}
+                    for what, kind, part in turns:
+                        numbers = _numbers(what, kind, part, hit, miss)
+                        seconds, bad = sync[kind].timed(what, numbers)
+                        _add(spent, what, kind, seconds)
+                        wrong += bad
                 else:
-                    args = (env, urls[kind], kind == "cluster", prefixes[kind], hit, miss)
-                    got = asyncio.run(_async_round(*args))
-                wrong += int(got.pop("wrong"))
-                for what, seconds in got.items():
-                    times[name].setdefault(what, []).append(seconds)
+                    makers = {
+                        kind: functools.partial(AsyncVariant, env, urls[kind], **options(kind))
+                        for kind in _KINDS
+                    }
+                    spent, bad = asyncio.run(_async_round(makers, turns, hit, miss))
+                    wrong += bad
+                for what, by_kind in spent.items():
+                    count = sizes.f12_miss_numbers if what == "miss" else len(hit)
+                    for kind, seconds in by_kind.items():
+                        times[front].setdefault(what, {}).setdefault(kind, []).append(
+                            seconds / count
+                        )
     finally:
         for variant in sync.values():
             variant.close()
-    us = {name: {what: median(v) * 1e6 for what, v in t.items()} for name, t in times.items()}
+    us = {
+        f"{front}_{kind}": {what: median(t[kind]) * 1e6 for what, t in by_what.items()}
+        for front, by_what in times.items()
+        for kind in _KINDS
+    }
     # Each round's cluster ÷ single node, then the median of those (README, "How it measures").
     per_round = {
-        f"{front}_{what}": [
-            c / s for c, s in zip(cluster, times[f"{front}_single"][what], strict=True)
-        ]
-        for front in ("sync", "async")
-        if f"{front}_cluster" in times
-        for what, cluster in times[f"{front}_cluster"].items()
+        f"{front}_{what}": [c / s for c, s in zip(t["cluster"], t["single"], strict=True)]
+        for front, by_what in times.items()
+        for what, t in by_what.items()
     }
     return {
         "us_per_op": us,
@@ -339,6 +393,7 @@ def fleet(env: Env, sizes: Sizes, url: str) -> dict[str, Any]:
         "distinct": distinct,
         "sends": sum(r["sends"] for r in results),
         "failed": sum(r["failed"] for r in results),
+        "fallbacks": sum(r["decisions"].get("fallback", 0) for r in results),
         "seconds": elapsed,
         "processes": results,
     }
@@ -394,6 +449,9 @@ def fleet_process() -> None:
         "seconds": elapsed,
         "upstream_calls": stats["upstream_calls"],
         "coalesced": stats["coalesced"],
+        "decisions": stats["decisions"],
+        "fallback_reasons": stats["fallback_reasons"],
+        "router_errors": stats["errors"],
         "cache": cache.stats(),
     }
     print(json.dumps(report), flush=True)
@@ -448,7 +506,7 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
         note=(
             "per op, cluster vs single: " + ", ".join(parts) + f"; fleet: {fleet_run['sends']:,} "
             f"sends from {sizes.f12_processes} processes to {distinct:,} distinct numbers, "
-            f"{queries:,} queries"
+            f"{queries:,} queries, {fleet_run['fallbacks']} sends on the segment table"
         ),
         us_per_op=us,
         ratio_cluster_to_single=ratios,
