@@ -25,8 +25,8 @@ of the same binary, all on 127.0.0.1:
   (the per-op times and this process's CPU per op are in the context: the
   Redis servers are other processes, so the CPU is the client's). Aim: ≤
   1.5, since a cluster command is still one round trip to one node.
-- **Fleet.** ``f12_processes`` separate OS processes (this module run as
-  ``python -m figures.fig12_cluster fleet``), each its own Router,
+- **Fleet.** ``f12_processes`` separate OS processes (benchmarks/_fleet.py,
+  controlled over a pipe as the fake vendor's), each its own Router,
   CarrierClient and ``RedisCache(url, cluster=True)`` with the default near
   tier, send Zipf(1.1) streams (a different draw each, over one population)
   with ``f12_threads`` threads against one fake vendor at 5 ms, all released
@@ -49,7 +49,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -367,8 +366,7 @@ def fleet(env: Env, sizes: Sizes, url: str) -> dict[str, Any]:
     try:
         for stream in streams:
             proc = subprocess.Popen(
-                [sys.executable, "-m", f"figures.{Path(__file__).stem}", "fleet"],
-                cwd=HERE,
+                [sys.executable, str(HERE / "_fleet.py")],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -414,54 +412,6 @@ def _hear(proc: subprocess.Popen[str]) -> dict[str, Any]:
     if not line:
         raise RuntimeError(f"a fleet process exited (code {proc.poll()})")
     return json.loads(line)  # type: ignore[no-any-return]
-
-
-def fleet_process() -> None:
-    """One worker of the fleet: read the job, say ready, send on ``go``, say what happened."""
-    job = json.loads(sys.stdin.readline())
-    threads = int(job["threads"])
-    client = smsroute.CarrierClient(job["apikey"], base_url=job["vendor"], pool_maxsize=threads)
-    cache = smsroute.RedisCache(job["redis"], cluster=True, prefix="bench12-fleet:")
-    deliveries = Deliveries()
-    router = smsroute.Router(client, gateways(deliveries), default=deliveries, cache=cache)
-    numbers: list[str] = job["numbers"]
-    work = iter(numbers)
-    failed: list[str] = []
-
-    def sender() -> None:
-        for n in work:
-            try:
-                router.send(n, "hello")
-            except Exception as exc:  # the figure counts failed sends
-                failed.append(type(exc).__name__)
-
-    workers = [threading.Thread(target=sender) for _ in range(threads)]
-    print(json.dumps({"ready": True}), flush=True)
-    sys.stdin.readline()  # go
-    started = time.perf_counter()
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    elapsed = time.perf_counter() - started
-    stats = router.stats()
-    report = {
-        "sends": len(numbers),
-        "failed": len(numbers) - deliveries.count,  # a send that raised delivered nothing
-        "errors": sorted(set(failed)),
-        "seconds": elapsed,
-        "upstream_calls": stats["upstream_calls"],
-        "coalesced": stats["coalesced"],
-        "decisions": stats["decisions"],
-        "fallback_reasons": stats["fallback_reasons"],
-        "router_errors": stats["errors"],
-        "cache": cache.stats(),
-    }
-    print(json.dumps(report), flush=True)
-    router.close()
-    client.close()
-    cache.close()
-    sys.stdin.read()  # until the parent closes our input (harness.stop_child)
 
 
 # -- the figure -------------------------------------------------------------------
@@ -521,7 +471,3 @@ def measure(env: Env, sizes: Sizes) -> dict[str, Any]:
         fleet={**fleet_run, "vendor_latency_s": F12_FLEET_LATENCY, "threads": sizes.f12_threads},
         server=env.server.kind,
     )
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["fleet"]:
-    fleet_process()
