@@ -60,6 +60,7 @@ __all__ = [
     "redis_server",
     "rotated",
     "skipped",
+    "stop_child",
     "versions",
 ]
 

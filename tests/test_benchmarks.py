@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
-FIGURES = range(1, 12)  # 1-7 on threads; 8-11 the asyncio front end
+FIGURES = range(1, 13)  # 1-7 on threads; 8-11 the asyncio front end; 12 Redis Cluster
 
 
 def _no_constants(name: str) -> object:
@@ -23,7 +23,7 @@ def _no_constants(name: str) -> object:
 
 
 def test_quick_mode_writes_every_figure(tmp_path):
-    """``run.py --quick --json PATH`` exits 0 and writes figures 1-11, each well-formed."""
+    """``run.py --quick --json PATH`` exits 0 and writes figures 1-12, each well-formed."""
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],
@@ -51,7 +51,7 @@ def test_quick_mode_writes_every_figure(tmp_path):
             assert isinstance(m["aim"], str), number
             assert m["aim"], number
             assert isinstance(m["met"], bool), number
-            if m.get("skipped"):  # figure 1 without the bench extra, 8-11 without aiohttp
+            if m.get("skipped"):  # 1 without bench, 8-11 without aiohttp, 12 without Redis
                 assert m["value"] is None, number
             else:
                 assert isinstance(m["value"], (int, float)), (number, m)

@@ -41,6 +41,7 @@ FIGURES: dict[int, str] = {
     9: "fig9_async_throughput",
     10: "fig10_async_single_flight",
     11: "fig11_slow_vendor",
+    12: "fig12_cluster",
 }
 
 
