@@ -1,4 +1,4 @@
-"""smsroute benchmarks: every figure of issue 6 and of the asyncio front end, in one command.
+"""smsroute benchmarks: every figure, side by side on one machine, in one command.
 
 ::
 
