@@ -28,7 +28,7 @@ from smsroute._log import debug_enabled, get_logger, install_redaction
 from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
-from smsroute.core.outcome import busy_error
+from smsroute.core.outcome import busy_error, overload_note, overloaded
 from smsroute.core.vendor import MAX_BODY, mark, safe_text
 from smsroute.errors import LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
@@ -323,9 +323,15 @@ class CarrierClient:
             # Without the adapter's hooks (a session passed in, a mocked
             # transport) a read timeout or a started answer shows it was sent.
             sent = guard.sent if guard.hooked else answered or read_timeout
-            raise self._failure(
+            late = time.monotonic() - guard.deadline
+            busy = timed_out and overloaded(late, budget)
+            if busy:  # this process's threads could not run: not the vendor's fault
+                failure += overload_note(late)
+            error = self._failure(
                 endpoint, failure, sent=sent, timed_out=timed_out, answered=answered
             )
+            error.overloaded = busy
+            raise error
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return content

@@ -367,3 +367,50 @@ def test_rate_limit_spreads_calls_and_throttles_within_the_budget():
         assert (d.source, router.breaker.state) == ("fallback", "closed")
         assert d.reason.startswith("throttled")
         assert server.carrier_calls == 4
+
+
+def test_a_starved_process_is_not_blamed_on_the_vendor():
+    """Threads that could not run past their deadline (the GIL held) never open the breaker.
+
+    A pure-Python loop holds the GIL for the whole switch interval (set to a
+    second here): the watchdog and the lookups wake up long after their
+    deadline, although the vendor answered in 30 ms. Those timeouts fire far
+    later than a healthy process ever is, so they say "overloaded" and the
+    breaker learns nothing from them.
+    """
+    import sys
+
+    with FakeCarrierServer(latency=0.03) as server:
+        breaker = smsroute.CircuitBreaker(threshold=2)
+        gateways = {"移动": "CMPP", "联通": "SGIP", "电信": "SMGP", "广电": "CBN"}
+        router = Router(
+            client_for(server.url, apikey=server.apikey), gateways, deadline=0.2, breaker=breaker
+        )
+        assert router.route("13900000001").source == "upstream"
+        decisions: list[smsroute.Decision] = []
+
+        def send(i: int) -> None:
+            decisions.append(router.route(f"1390000{i:04d}"))
+
+        def hog(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                pass
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1.0)
+        try:
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(2, 6)]
+            for t in threads:
+                t.start()
+            time.sleep(0.01)  # the lookups are on the wire
+            hog(0.5)
+            for t in threads:
+                t.join(5)
+        finally:
+            sys.setswitchinterval(old)
+        late = [d for d in decisions if d.source == "fallback"]
+        assert late, "the hog made no lookup time out: the test proves nothing"
+        assert all("overloaded" in (d.reason or "") for d in late), [d.reason for d in late]
+        assert breaker.state == "closed"
+        assert router.route("13900000099").source == "upstream"
