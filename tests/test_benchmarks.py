@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
-FIGURES = range(1, 13)  # 1-7 on threads; 8-11 the asyncio front end; 12 Redis Cluster
+FIGURES = range(1, 14)  # 1-7 threads; 8-11 asyncio; 12 Redis Cluster; 13 the route command
 
 
 def _no_constants(name: str) -> object:
@@ -23,7 +23,7 @@ def _no_constants(name: str) -> object:
 
 
 def test_quick_mode_writes_every_figure(tmp_path):
-    """``run.py --quick --json PATH`` exits 0 and writes figures 1-12, each well-formed."""
+    """``run.py --quick --json PATH`` exits 0 and writes figures 1-13, each well-formed."""
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--json", str(out)],

@@ -42,6 +42,7 @@ FIGURES: dict[int, str] = {
     10: "fig10_async_single_flight",
     11: "fig11_slow_vendor",
     12: "fig12_cluster",
+    13: "fig13_cli_route",
 }
 
 
