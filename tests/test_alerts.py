@@ -292,3 +292,19 @@ def test_a_raising_hook_on_a_recovery_is_logged(caplog):
     (record,) = [r for r in caplog.records if "breaker.alert_hook_failed" in r.getMessage()]
     assert "kind=recovered incident=balance_exhausted" in record.getMessage()
     assert breaker.state == "closed"
+
+
+def test_a_timed_out_probe_does_not_end_an_account_problem():
+    """Wrong key, then the probe times out: still the same incident, no "recovered" page."""
+    from smsroute.core.breaker import BreakerCore
+    from smsroute.errors import TransportError, Unauthorized
+
+    core = BreakerCore(threshold=1, cooldown=1.0, hard_cooldown=5.0)
+    _change, first = core.failure(Unauthorized(-1, "key"), now=0.0)
+    assert first is not None
+    assert first.kind == "unauthorized"
+    assert core.allow(now=6.0)[0]  # the probe, after the hard cool-down
+    _change, again = core.failure(TransportError("timed out"), now=6.0)
+    assert again is None
+    assert core.incident is first
+    assert core.state == "open"

@@ -88,6 +88,28 @@ def test_keys_for_rules_are_allowed(key, rule):
     assert key in policy.gateways
 
 
+def test_a_rule_that_names_an_extra_key_routes_to_its_gateway():
+    """Rule(gateway="gd") with {"gd": "GD-CT-DIRECT"} sends to GD-CT-DIRECT, not to "gd"."""
+    policy = RoutingPolicy(
+        {**GW, "gd": "GD-CT-DIRECT"}, rules=[Rule("gd", carrier="电信", province="广东")]
+    )
+    assert policy.pick(Carrier.TELECOM, "广东", False, False) == "GD-CT-DIRECT"
+    assert policy.pick(Carrier.TELECOM, "湖北", False, False) == GW[T]
+
+
+def test_toml_virtual_typo_gets_the_hint(tmp_path):
+    """A misspelt [routing] virtual in the TOML file names its table and the key it meant."""
+    path = tmp_path / "smsroute.toml"
+    path.write_text(
+        '[routing]\nvirtual = "mvn"\n[gateways]\n"移动" = "CMPP"\nmvno = "MVNO-GW"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path, environ={})
+    assert "[routing] virtual: 'mvn' is not" in str(caught.value)
+    assert str(caught.value).endswith('did you mean "mvno"?')
+
+
 def test_a_key_close_to_a_rules_gateway_gets_that_hint():
     """A key one letter off a rule's gateway points at the rule's spelling."""
     rule = Rule("GD-DIRECT", province="广东")

@@ -130,7 +130,7 @@ def test_gateway_values_may_be_anything(cache, clock):
 
 def test_two_keys_for_one_operator_are_refused():
     """Two spellings of one operator (中国移动, CMCC) are ambiguous, so refused."""
-    with pytest.raises(ConfigurationError, match="two gateways"):
+    with pytest.raises(ConfigurationError, match="CMCC: 移动 has a gateway already"):
         Router(FakeClient(), {"中国移动": "a", "CMCC": "b"})
 
 

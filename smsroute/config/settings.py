@@ -24,7 +24,7 @@ from smsroute.carrier import Carrier
 from smsroute.clientconf import DEFAULT_BASE_URL
 from smsroute.config.table import Table, check_tables
 from smsroute.core.freshness import CachePolicy
-from smsroute.core.policy import VIRTUAL_POLICIES, RoutingPolicy, Rule
+from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.errors import ConfigurationError
 
 if sys.version_info >= (3, 11):
@@ -276,29 +276,21 @@ def _policy(data: Mapping[str, Any], virtual: str, default: str | None) -> Routi
         # No [gateways]: the gateway is the operator's name, as in `smsroute route`.
         gateways: dict[Carrier | str, str] = {c: c.value for c in Carrier}
     else:
-        gateways = {}
+        # Each value must be text (a gateway id); the keys are read, checked
+        # and suggested for by RoutingPolicy itself, like the library's.
         g = Table("gateways", raw_gateways)
-        for key in list(g.data):
-            value = g.need_text(key)
-            carrier = Carrier.parse(key)
-            k: Carrier | str = carrier if carrier is not None else key
-            if k in gateways:
-                raise ConfigurationError(f"[gateways] {key}: {k} has a gateway already")
-            gateways[k] = value
+        gateways = {key: g.need_text(key) for key in list(g.data)}
         if not gateways:
             raise ConfigurationError("[gateways]: is empty (leave the table out to route by name)")
-    if virtual not in VIRTUAL_POLICIES and virtual not in gateways:
-        raise ConfigurationError(
-            f"[routing] virtual: {virtual!r} is not 'host', 'reject' or a key of [gateways]"
-        )
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list) or not all(isinstance(r, Mapping) for r in raw_rules):
         raise ConfigurationError("[[rules]]: must be a list of tables ([[rules]] blocks)")
     rules = tuple(_rule(i, r) for i, r in enumerate(raw_rules, 1))
     try:
         return RoutingPolicy(gateways, default=default, virtual=virtual, rules=rules)
-    except ConfigurationError as exc:  # a key nothing uses: the checks above come first
-        raise ConfigurationError(f"[gateways]: {exc}") from None
+    except ConfigurationError as exc:  # the policy's own checks, with their hints
+        table = "[routing]" if str(exc).startswith("virtual:") else "[gateways]"
+        raise ConfigurationError(f"{table} {exc}") from None
 
 
 def _rule(index: int, data: Mapping[str, Any]) -> Rule:

@@ -22,9 +22,11 @@ from typing import Final, Literal, NamedTuple
 from smsroute.core.outcome import Blame, blame
 from smsroute.errors import Unauthorized
 
-__all__ = ["RECOVERED", "Alert", "BreakerCore", "Change", "State", "ended"]
+__all__ = ["HARD_KINDS", "RECOVERED", "Alert", "BreakerCore", "Change", "State", "ended"]
 
 State = Literal["closed", "open", "half-open"]
+HARD_KINDS: Final = ("unauthorized", "balance_exhausted")
+"""The incidents that need a person (a wrong key, an empty account): only an answer ends them."""
 
 
 RECOVERED: Final = "recovered"
@@ -199,7 +201,10 @@ class BreakerCore:
         alert = None
         # One alert per incident: a failed probe or a second send hitting
         # the same account problem is the same incident.
-        if self.incident is None or self.incident.kind != kind:
+        # A timeout on the probe of an account problem is not its end: only
+        # an answer proves the key or the balance was fixed.
+        hard = self.incident is not None and self.incident.kind in HARD_KINDS
+        if self.incident is None or (self.incident.kind != kind and not (hard and not force)):
             code = getattr(exc, "code", None)
             reason = getattr(exc, "reason", None) or str(exc)
             alert = self.incident = Alert(kind, code, reason, now)

@@ -123,7 +123,7 @@ def _read_gateways(gateways: Mapping[Carrier | str, Any]) -> dict[Carrier | str,
         if isinstance(k, str) and k.strip().lower() == DEFAULT_KEY:
             k = DEFAULT_KEY
         if k in out:
-            raise ConfigurationError(f"two gateways for {k}")
+            raise ConfigurationError(f"{key}: {k} has a gateway already")
         out[k] = value
     return out
 
@@ -178,7 +178,8 @@ class RoutingPolicy:
     Every key of ``gateways`` must be able to receive a number: an operator
     spelling :meth:`Carrier.parse` reads, ``"default"`` (the default gateway,
     instead of ``default=``), the key ``virtual`` names, or an extra gateway
-    a rule sends to (the rule's gateway is the key or its value). Any other
+    a rule sends to (the rule names the key, and routes to its value; or the
+    rule gives the gateway itself, which is the value). Any other
     key is a :class:`ConfigurationError` with a "did you mean" hint: it is
     nearly always a misspelt operator, whose numbers would otherwise get
     NoRoute after their lookup was paid for. The check sees the final
@@ -211,7 +212,7 @@ class RoutingPolicy:
             close = difflib.get_close_matches(self.virtual, names, n=1, cutoff=0.5)
             hint = f': did you mean "{close[0]}"?' if close else ""
             raise ConfigurationError(
-                f"virtual={self.virtual!r}: not 'host', 'reject' or a key of gateways{hint}"
+                f"virtual: {self.virtual!r} is not 'host', 'reject' or a key of gateways{hint}"
             )
         _check_keys(self.gateways, self.virtual, self.rules)
 
@@ -273,7 +274,12 @@ class RoutingPolicy:
             raise NoRoute(f"virtual-operator number ({carrier}) refused by virtual='reject'")
         for rule in self.rules:
             if rule.matches(carrier, province, ported, virtual):
-                return rule.gateway
+                # A rule may name an extra key of the map ("gd" -> "GD-CT-DIRECT")
+                # or give the gateway itself.
+                target = rule.gateway
+                if isinstance(target, str) and target in self.gateways:
+                    return self.gateways[target]
+                return target
         if virtual and self.virtual != "host":
             return self.gateways[self.virtual]
         if carrier is not None and carrier in self.gateways:

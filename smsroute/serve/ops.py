@@ -18,13 +18,14 @@ from typing import Any, Final
 from aiohttp import web
 
 from smsroute._log import get_logger
+from smsroute.core.breaker import HARD_KINDS
 from smsroute.core.vendor import redact
 from smsroute.serve.replies import error_reply, json_reply
 from smsroute.serve.service import Service
 
 __all__ = ["HARD_INCIDENTS", "cache_problem", "metrics_snapshots", "ops_routes", "readiness"]
 
-HARD_INCIDENTS: Final = ("unauthorized", "balance_exhausted")
+HARD_INCIDENTS: Final = HARD_KINDS
 _PING_TIMEOUT: Final = 0.5  # seconds a readiness check waits for Redis
 _log = get_logger()
 
