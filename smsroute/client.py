@@ -28,7 +28,7 @@ from smsroute._log import debug_enabled, get_logger, install_redaction
 from smsroute._version import __version__
 from smsroute.clientconf import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, client_settings, warn_plain_http
 from smsroute.core import vendor
-from smsroute.core.outcome import busy_error, overload_note, overloaded
+from smsroute.core.outcome import busy_error, overload_note
 from smsroute.core.vendor import MAX_BODY, mark, safe_text
 from smsroute.errors import LookupFailed, TransportError
 from smsroute.models import Balance, CarrierInfo
@@ -323,24 +323,33 @@ class CarrierClient:
             # Without the adapter's hooks (a session passed in, a mocked
             # transport) a read timeout or a started answer shows it was sent.
             sent = guard.sent if guard.hooked else answered or read_timeout
-            late = time.monotonic() - guard.deadline
-            busy = timed_out and overloaded(late, budget)
-            if busy:  # this process's threads could not run: not the vendor's fault
-                failure += overload_note(late)
+            # With the adapter's hooks the watchdog cuts a slow vendor at the
+            # deadline, so a timeout noticed far past it means this process's
+            # threads could not run. Without them (a session passed in) a slow
+            # answer completes late by itself: that is the vendor's.
+            judged = timed_out and guard.hooked
+            note = overload_note(time.monotonic() - guard.deadline, budget) if judged else ""
             error = self._failure(
-                endpoint, failure, sent=sent, timed_out=timed_out, answered=answered
+                endpoint, failure, sent=sent, timed_out=timed_out, answered=answered, note=note
             )
-            error.overloaded = busy
+            error.overloaded = bool(note)
             raise error
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return content
 
     def _failure(
-        self, endpoint: str, text: str, *, sent: bool, timed_out: bool, answered: bool
+        self,
+        endpoint: str,
+        text: str,
+        *,
+        sent: bool,
+        timed_out: bool,
+        answered: bool,
+        note: str = "",
     ) -> TransportError:
         """Return the TransportError of a failure, marked maybe-billed once /carrier was sent."""
-        message = f"{endpoint}: timed out ({text})" if timed_out else f"{endpoint}: {text}"
+        message = f"{endpoint}: timed out ({text}){note}" if timed_out else f"{endpoint}: {text}"
         exc = TransportError(message)
         if endpoint != vendor.CARRIER or not sent:
             return mark(exc, maybe_billed=False, timed_out=timed_out)

@@ -111,6 +111,23 @@ def test_a_retry_policy_judges_the_first_attempt_too(server, timeout):
     assert slept == [1]
 
 
+def test_stop_after_delay_counts_the_first_attempt(server):
+    """The first attempt ran before tenacity's loop, yet stop_after_delay counts it."""
+    from tenacity import AsyncRetrying, stop_after_delay, wait_none
+
+    server.set_fault(-8)
+    server.latency = 0.25
+    policy = AsyncRetrying(stop=stop_after_delay(0.2), wait=wait_none(), reraise=True)
+
+    async def go():
+        async with AsyncCarrierClient(server.apikey, base_url=server.url, retry=policy) as c:
+            await c.lookup(DOC_NUMBER)
+
+    with pytest.raises(ServiceError):
+        run(go())
+    assert server.carrier_calls == 1  # 0.25 s spent: past the 0.2 s, no second attempt
+
+
 def test_invalid_number_costs_nothing(server):
     """A bad number raises InvalidNumber before any request."""
 

@@ -19,6 +19,7 @@ byte at a time costs a lookup its budget, not minutes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from typing import Final, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from yarl import URL
 
 from smsroute._log import debug_enabled, get_logger
@@ -172,9 +173,11 @@ class AsyncCarrierClient(AsyncClosing):
         # and an AsyncRetrying loop costs ~170 us of CPU a call, measured: a
         # third of a cold lookup (benchmarks/, figure 9). A retryable failure
         # is then fed to tenacity as attempt 1, which judges it (retry, stop,
-        # wait, before_sleep) exactly as if it had made the call; only its
-        # ``before`` hook runs after that attempt instead of before it.
+        # wait, before_sleep) exactly as if it had made the call, its clock
+        # started when the call did; only its ``before`` hook runs after that
+        # attempt instead of before it.
         end = None if timeout is None else self._clock() + timeout
+        started = time.monotonic()  # tenacity's clock, for its stop_after_delay
         try:
             return await self._once(endpoint, params, masked, 1, end, parse)
         except LookupFailed as exc:
@@ -182,7 +185,7 @@ class AsyncCarrierClient(AsyncClosing):
                 raise
             first: LookupFailed | None = exc
         left = None if end is None else end - self._clock()
-        retrying, end = within_budget(self._retrying, left, self._clock)
+        retrying, end = within_budget(_started_at(self._retrying, started), left, self._clock)
         attempt = 0
         async for try_ in retrying:
             with try_:
@@ -259,9 +262,13 @@ class AsyncCarrierClient(AsyncClosing):
         session = self._open()
         url = self._settings.url(endpoint)
         budget = timeout.total or 0.0
-        expires = self._clock() + budget
+        # Lateness is judged on the loop's clock, which aiohttp's timers run on
+        # (not the injected clock= of budgets, which a test may freeze).
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + budget
         failure: str | None = None
-        timed_out = overloaded = False
+        timed_out = False
+        note = ""
         status = 0
         content: bytes | None = None
         try:
@@ -287,11 +294,8 @@ class AsyncCarrierClient(AsyncClosing):
                 status = resp.status
                 content = await _read_capped(resp)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            failure, timed_out = f"{endpoint}: timed out", True
-            late = self._clock() - expires
-            overloaded = outcome.overloaded(late, budget)
-            if overloaded:
-                failure += outcome.overload_note(late)
+            note = outcome.overload_note(loop.time() - expires, budget)
+            failure, timed_out = f"{endpoint}: timed out{note}", True
         except aiohttp.ClientError as exc:
             failure = f"{endpoint}: {_describe(exc, self._settings.apikey)}"
         if failure is not None:
@@ -308,13 +312,33 @@ class AsyncCarrierClient(AsyncClosing):
                 )
             else:
                 error = TransportError(failure)
-            error.overloaded = overloaded
+            error.overloaded = bool(note)
             raise error
         if status != 200:
             raise TransportError(f"{endpoint}: HTTP {status}")
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return content
+
+
+def _started_at(retrying: AsyncRetrying, started: float) -> AsyncRetrying:
+    """Return ``retrying`` with its clock started at ``started`` (time.monotonic()).
+
+    The first attempt ran before tenacity's loop began: without this, a
+    ``stop_after_delay`` would count from the second attempt and allow one
+    more than it should. Its ``before`` hook sets the call's start on
+    attempt 1, then runs the policy's own.
+    """
+    own = retrying.before
+
+    async def before(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            state.start_time = started
+        result = own(state)
+        if inspect.isawaitable(result):
+            await result
+
+    return retrying.copy(before=before)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes | None:

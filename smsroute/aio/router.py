@@ -35,7 +35,7 @@ from smsroute.aio.types import AsyncClosing, is_async
 from smsroute.cache import MemoryCache
 from smsroute.carrier import Carrier
 from smsroute.core import resolve
-from smsroute.core.outcome import busy_error, overload_note, overloaded, reason
+from smsroute.core.outcome import busy_error, overload_note, reason
 from smsroute.core.policy import RoutingPolicy, Rule
 from smsroute.core.resolve import check_deadline
 from smsroute.decision import Decision
@@ -226,6 +226,7 @@ class AsyncRouter(AsyncClosing, BaseRouter):
     async def _ask(self, mobile: str, timeout: float) -> CarrierInfo:
         self._upstream_calls.bump()
         started = time.perf_counter()
+        expires = asyncio.get_running_loop().time() + timeout
         try:
             # Bounded here as well as by the client's own timeout=: a client
             # that ignores its budget (or a blocking one, run in a thread)
@@ -234,12 +235,13 @@ class AsyncRouter(AsyncClosing, BaseRouter):
                 return await self._client.lookup(mobile, timeout=timeout)  # type: ignore[no-any-return]
             return await asyncio.wait_for(self._lookup(mobile, timeout), timeout)
         except asyncio.TimeoutError:
-            late = time.perf_counter() - started - timeout
-            if not overloaded(late, timeout):
+            # Judged on the loop's clock, which wait_for's timer runs on.
+            note = overload_note(asyncio.get_running_loop().time() - expires, timeout)
+            if not note:
                 raise TransportError(
                     "/carrier: timed out (the lookup overran its budget)"
                 ) from None
-            raise busy_error("/carrier: timed out" + overload_note(late)) from None
+            raise busy_error("/carrier: timed out" + note) from None
         finally:
             self._observe(time.perf_counter() - started)
 

@@ -91,8 +91,10 @@ def overloaded(late: float, budget: float) -> bool:
     return late > max(LATE_FLOOR, LATE_SHARE * budget)
 
 
-def overload_note(late: float) -> str:
-    """Return what a timeout's message adds when :func:`overloaded` says so."""
+def overload_note(late: float, budget: float) -> str:
+    """Return what a timeout's message adds when :func:`overloaded` excuses it, else ""."""
+    if not overloaded(late, budget):
+        return ""
     return f" (this process was overloaded: the timeout fired {late * 1000:.0f} ms late)"
 
 

@@ -12,6 +12,7 @@ sendsms_url`` is set, the Kannel pass-through of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from typing import Any, Final
 
@@ -69,6 +70,8 @@ def create_app(
     async def closed(_app: web.Application) -> None:
         for task in snapshots:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await service.close()
 
     app.on_startup.append(started)

@@ -14,10 +14,13 @@ says how old each is. Sum over the fleet with ``sum without (worker) (...)``.
 This is prometheus_client's multiprocess mode in spirit (its own mode only
 covers its own metric types, and the router's collector builds families
 from ``stats()`` at scrape time). Needs prometheus-client.
+
+.. versionadded:: 0.2.0
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -41,18 +44,27 @@ def snapshot_path(directory: str | os.PathLike[str], worker: int) -> Path:
 
 
 def write_snapshot(registry: CollectorRegistry, directory: str, worker: int) -> bytes:
-    """Write this worker's exposition to its file (atomically) and return it."""
+    """Write this worker's exposition to its file (atomically) and return it; OSError if not."""
     body = generate_latest(registry)
     path = snapshot_path(directory, worker)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_bytes(body)
-    os.replace(partial, path)  # a scrape never reads half a file
+    try:
+        partial.write_bytes(body)
+        os.replace(partial, path)  # a scrape never reads half a file
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     return body
 
 
 def exposition(registry: CollectorRegistry, directory: str, worker: int) -> bytes:
-    """Return the fleet's exposition: this worker's live figures and its siblings' last ones."""
-    write_snapshot(registry, directory, worker)
+    """Return the fleet's exposition: this worker's live figures and its siblings' last ones.
+
+    A snapshot that cannot be written (a full disk) costs the siblings'
+    view of this worker, never the scrape: the file already there is used.
+    """
+    with contextlib.suppress(OSError):
+        write_snapshot(registry, directory, worker)
     snapshots: list[tuple[str, float, str]] = []
     now = time.time()
     for path in sorted(Path(directory).glob(f"{_PREFIX}*{_SUFFIX}")):
@@ -75,6 +87,7 @@ class _Merged:
         self.snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
+        """Yield every family of every snapshot, then the snapshots' ages."""
         families: dict[str, Metric] = {}
         for label, _age, text in self.snapshots:
             for family in text_string_to_metric_families(text):
@@ -84,9 +97,11 @@ class _Merged:
                         family.name, family.documentation, family.type, family.unit
                     )
                 for sample in family.samples:
-                    joined.samples.append(
-                        sample._replace(labels={**sample.labels, "worker": label})
-                    )
+                    labels = dict(sample.labels)
+                    if "worker" in labels:  # a label of its own: kept, as Prometheus does
+                        labels["exported_worker"] = labels.pop("worker")
+                    labels["worker"] = label
+                    joined.samples.append(sample._replace(labels=labels))
         yield from families.values()
         ages = GaugeMetricFamily(
             "smsroute_worker_snapshot_age_seconds",

@@ -115,6 +115,6 @@ async def metrics_snapshots(service: Service) -> None:
     while True:
         try:
             fleet.write_snapshot(found[1], directory, service.worker)
-        except OSError as exc:  # a full disk costs the siblings' view, never a request
+        except Exception as exc:  # noqa: BLE001 - a full disk costs the siblings' view, no more
             _log.warning("serve.metrics_snapshot_failed", error=type(exc).__name__)
         await asyncio.sleep(fleet.SNAPSHOT_SECONDS)
