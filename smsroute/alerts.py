@@ -46,14 +46,16 @@ class AlertHub:
     no state between tests.
 
     Thread-safe: routers call it from send threads or the event loop, the
-    watcher from its thread. ``on_alert`` is called outside the hub's lock,
-    by the caller (which logs a hook that raises and goes on).
+    watcher from its thread. ``on_alert`` is called under the hub's
+    (re-entrant) lock, so that a pager never hears an incident's end before
+    its start; alerts are rare, and a hook that raises is logged by the
+    caller, which goes on.
     """
 
     def __init__(self, on_alert: Callable[[Alert], None]) -> None:
         self.on_alert = on_alert
         self._open: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.dropped = 0
         """Alerts not passed on: repeats of an open incident, recoveries already told."""
 
@@ -75,7 +77,7 @@ class AlertHub:
                 self._open.discard(alert.incident)
             else:
                 self._open.add(alert.incident)
-        self.on_alert(alert)
+            self.on_alert(alert)
 
     def __repr__(self) -> str:
         return f"AlertHub(incidents={sorted(self.incidents)}, dropped={self.dropped})"

@@ -208,9 +208,9 @@ class RoutingPolicy:
         object.__setattr__(self, "gateways", MappingProxyType(gateways))
         object.__setattr__(self, "rules", tuple(self.rules))
         if self.virtual not in VIRTUAL_POLICIES and self.virtual not in self.gateways:
-            names = [k for k in self.gateways if isinstance(k, str) and k != self.virtual]
-            close = difflib.get_close_matches(self.virtual, names, n=1, cutoff=0.5)
-            hint = f': did you mean "{close[0]}"?' if close else ""
+            names = {k.lower(): k for k in self.gateways if isinstance(k, str)}
+            close = difflib.get_close_matches(self.virtual.lower(), names, n=1, cutoff=0.5)
+            hint = f': did you mean "{names[close[0]]}"?' if close else ""
             raise ConfigurationError(
                 f"virtual: {self.virtual!r} is not 'host', 'reject' or a key of gateways{hint}"
             )
