@@ -3,7 +3,8 @@
 Bounded: each backend runs for CHAOS_SECONDS on 127.0.0.1 (FakeCarrierServer,
 a real redis-server, a SQLite file), with 8 sending threads. It checks the
 promises together: every send returns a Decision within its deadline plus
-50 ms, nothing escapes but InvalidNumber and NoRoute, the paid queries stay
+50 ms (plus the worst stall a bystander thread saw: the machine's, not the
+router's), nothing escapes but InvalidNumber and NoRoute, the paid queries stay
 within the distinct numbers plus what the vendor's errors justify, and no
 log line carries the apikey or a full number.
 """
@@ -31,7 +32,11 @@ SLACK = 0.05  # the promise: deadline plus a small constant on a loaded 2-core m
 # A shared 2-core machine running other work can starve a thread for tens of
 # milliseconds: a few sends in a thousand may pass SLACK that way, none may pass
 # HARD (a real failure to hold the deadline costs seconds, not milliseconds).
+# Both are counted above the worst stall a bystander thread saw in the same
+# run: when the machine itself stops this process for 300 ms (other tenants'
+# builds), every thread is 300 ms late, and that is not the router's doing.
 HARD = 0.15
+TICK = 0.005  # the bystander's sleep
 VENDOR_FAULTS: list[int | str | None] = [
     None,
     None,
@@ -112,8 +117,11 @@ def test_chaos_on_every_backend(tmp_path, caplog):
             assert "13800130001" not in text, name
     for name, r in results.items():
         assert r["escaped"] == [], (name, r["escaped"][:3])
-        assert [t for t in r["late"] if t > DEADLINE + HARD] == [], (name, sorted(r["late"])[-3:])
-        assert len(r["late"]) <= max(3, r["sends"] // 1000), (name, len(r["late"]), r["sends"])
+        stall = r["stall"]
+        hard = [t for t in r["late"] if t > DEADLINE + HARD + stall]
+        assert hard == [], (name, sorted(r["late"])[-3:], stall)
+        late = [t for t in r["late"] if t > DEADLINE + SLACK + stall]
+        assert len(late) <= max(3, r["sends"] // 1000), (name, len(late), r["sends"], stall)
         assert r["sends"] > 100, name
         # Paid queries: at most one per distinct number per TTL round (answers
         # expire after 1 s, so a number may be bought once a second) plus one
@@ -174,7 +182,18 @@ def _run(vendor: FakeCarrierServer, cache, cache_fault) -> dict:
                 if took > DEADLINE + SLACK:
                     late.append(took)
 
+    stalls = [0.0]
+
+    def bystander() -> None:
+        # Sleeps TICK at a time and keeps the worst oversleep: how long the
+        # machine (not smsroute) kept this process's threads from running.
+        while not stop.is_set():
+            started = time.perf_counter()
+            time.sleep(TICK)
+            stalls[0] = max(stalls[0], time.perf_counter() - started - TICK)
+
     threads = [threading.Thread(target=chaos, daemon=True)]
+    threads.append(threading.Thread(target=bystander, daemon=True))
     threads += [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(THREADS)]
     for t in threads:
         t.start()
@@ -196,5 +215,6 @@ def _run(vendor: FakeCarrierServer, cache, cache_fault) -> dict:
         "bound": distinct * rounds + failed_requests,
         "escaped": escaped,
         "late": late,
+        "stall": stalls[0],
         "stats": {k: router.stats()[k] for k in ("decisions", "breaker_opened", "cache_errors")},
     }
