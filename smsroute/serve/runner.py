@@ -371,6 +371,8 @@ def _supervise(settings: Settings, options: dict[str, Any]) -> int:
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         if stopping:
+            # The workers' metrics directory goes too: os._exit skips finally.
+            shutil.rmtree(metrics_dir, ignore_errors=True)
             _exit_now()
         stopping = True
 
