@@ -29,7 +29,13 @@ from smsroute.core.resolve import check_deadline
 from smsroute.core.stats import SOURCES, Histogram, RouterStats, Source, build_stats
 from smsroute.core.vendor import maybe_billed
 from smsroute.decision import Decision
-from smsroute.errors import ConfigurationError, LookupFailed, NoRoute
+from smsroute.errors import (
+    ConfigurationError,
+    InvalidNumber,
+    LookupFailed,
+    NoRoute,
+    RequestRejected,
+)
 from smsroute.models import CarrierInfo
 from smsroute.numbers import mask, normalize
 from smsroute.resilience import Alert, CircuitBreaker, call_alert_hook
@@ -276,14 +282,25 @@ class BaseRouter:
     def _fallback(
         self, mobile: str, stale: int | None, reason: str, error: LookupFailed | None = None
     ) -> Decision:
+        segment = None
+        if stale is None:
+            table = self._segments or segments.default_table()
+            segment = table.lookup(mobile)
+            if isinstance(error, RequestRejected) and (segment is None or not segment.allocated):
+                # A segment the table does not know was asked only because MIIT
+                # keeps allocating: the vendor's "not a valid number" (1, -2,
+                # -3, free of charge) settles it. Not a guess for the default.
+                raise InvalidNumber(
+                    f"{mask(mobile)}: not a valid number, the vendor says ({error.code}),"
+                    " and its segment is not in the segment table"
+                )
         with self._lock:
             key = reason_key(reason)
             self._reasons[key] = self._reasons.get(key, 0) + 1
         if stale is not None:
             decision = self._from_answer(mobile, stale, "stale", reason, None, error)
         else:
-            table = self._segments or segments.default_table()
-            route: Route = self._policy.offline(table.lookup(mobile))
+            route: Route = self._policy.offline(segment)
             if route.refusal is not None:
                 raise NoRoute(f"{mask(mobile)}: {route.refusal} (fallback after: {reason})")
             decision = Decision(

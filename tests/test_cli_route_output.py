@@ -399,3 +399,16 @@ def test_an_error_in_the_routing_pass_keeps_the_rows_and_prints_the_summary(
     assert f"incomplete: 1 row kept in {partial} ({target} not written)" in err
     assert [r["number"] for r in read_csv(partial)] == [PLAIN]
     assert not target.exists()
+
+
+def test_a_new_segment_the_vendor_calls_invalid_is_an_invalid_row(server, tmp_path, capsys):
+    """194 is not in the table; the vendor's -3 makes the row invalid (rejects), not a guess."""
+    source = tmp_path / "n.txt"
+    source.write_text(f"19412345678\n{PLAIN}\n", encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    assert route(source, "--rejects", rejects) == 0
+    err = capsys.readouterr().err
+    got = read_csv(rejects)
+    assert [(r["line"], r["input"]) for r in got] == [("1", "19412345678")]
+    assert got[0]["reason"].startswith("invalid: 194****5678: not a valid number")
+    assert "(2 rows: 0 duplicates, 1 invalid)" in err

@@ -664,6 +664,11 @@ def test_a_segment_the_table_does_not_know_yet_is_asked():
     # The vendor down: the segment table knows no operator, so the default takes it.
     down = Router(FakeClient(script=[api_error(-8)] * 3), {T: "t"}, default="d")
     assert (down.route(number).source, down.route(number).gateway) == ("fallback", "d")
+    # The vendor's "not a valid number" (-3, free) settles it: refused, not sent to the default.
+    for code in (1, -2, -3):
+        rejected = Router(FakeClient(script=[api_error(code)]), {T: "t"}, default="d")
+        with pytest.raises(InvalidNumber, match=f"the vendor says \\({code}\\)"):
+            rejected.route(number)
     # The old strictness on request; numbers outside the mobile range are always refused.
     with pytest.raises(InvalidNumber):
         Router(client, {T: "t"}, unknown_segments="reject").route(number)

@@ -195,6 +195,9 @@ class RouteJob:
             return
         try:
             decision = pending.future.result()
+        except InvalidNumber as exc:  # a new segment the vendor says is no number (-3)
+            s.invalid.add(row.line, row.value, str(exc))
+            self._reject(row, f"invalid: {exc}")
         except NoRoute as exc:
             s.no_route.add(row.line, row.value, str(exc))
             self._reject(row, f"no gateway: {exc}")
