@@ -243,9 +243,11 @@ class BaseRouter:
 
     # -- decisions --------------------------------------------------------------------
 
-    def _decide(self, mobile: str, verdict: resolve.Answered | resolve.Fallback) -> Decision:
+    def _decide(
+        self, mobile: str, verdict: resolve.Answered | resolve.Fallback, guess: bool = True
+    ) -> Decision:
         if isinstance(verdict, resolve.Fallback):
-            return self._fallback(mobile, verdict.stale, verdict.reason, verdict.error)
+            return self._fallback(mobile, verdict.stale, verdict.reason, verdict.error, guess)
         return self._counted(
             self._from_answer(mobile, verdict.answer, verdict.source, None, verdict.info)
         )
@@ -280,7 +282,12 @@ class BaseRouter:
         return Decision(mobile, carrier, gateway, source, info, reason, answer, error)
 
     def _fallback(
-        self, mobile: str, stale: int | None, reason: str, error: LookupFailed | None = None
+        self,
+        mobile: str,
+        stale: int | None,
+        reason: str,
+        error: LookupFailed | None = None,
+        guess: bool = True,
     ) -> Decision:
         segment = None
         if stale is None:
@@ -294,6 +301,10 @@ class BaseRouter:
                     f"{mask(mobile)}: not a valid number, the vendor says ({error.code}),"
                     " and its segment is not in the segment table"
                 )
+        if not guess:
+            # route(fallback=False): the caller gets the lookup's error, and a
+            # guess nobody was given is counted nowhere (decisions, reasons).
+            raise error if error is not None else LookupFailed(reason)
         with self._lock:
             key = reason_key(reason)
             self._reasons[key] = self._reasons.get(key, 0) + 1

@@ -117,18 +117,17 @@ class Router(BaseRouter):
                     return Decision(
                         number, memo[0], memo[1], "cache", None, None, value & ANSWER_MASK
                     )
-        decision = self._route(number, deadline)
-        return decision if fallback else decision.raise_for_guess()
+        return self._route(number, deadline, fallback)
 
-    def _route(self, number: str, deadline: float | None) -> Decision:
+    def _route(self, number: str, deadline: float | None, guess: bool = True) -> Decision:
         mobile = self._normalize(number)
         # One budget from here on: the cache read counts against the deadline too.
         end = self._clock() + self._budget(deadline)
         hit = self._cache_get(mobile, end)
         first = resolve.from_cache(hit)
         if first is not None:
-            return self._decide(mobile, first)
-        return self._resolve(mobile, hit, end)
+            return self._decide(mobile, first, guess)
+        return self._resolve(mobile, hit, end, guess)
 
     def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""
@@ -144,14 +143,17 @@ class Router(BaseRouter):
         # A per-call deadline may be spent already (<= 0: fall back at once).
         return self.deadline if deadline is None else check_deadline(deadline, spent_ok=True)
 
-    def _resolve(self, mobile: str, stale: tuple[int, bool] | None, end: float) -> Decision:
+    def _resolve(
+        self, mobile: str, stale: tuple[int, bool] | None, end: float, guess: bool = True
+    ) -> Decision:
         short = resolve.shortcut(
             stale, shared=self._shared is not None, rejecting=self.breaker.rejecting()
         )
         if short is not None:
-            return self._fallback(mobile, short.stale, short.reason, short.error)
+            return self._fallback(mobile, short.stale, short.reason, short.error, guess)
         plan = resolve.plan(now=self._clock(), end=end, shared=self._shared is not None)
-        return self._decide(mobile, resolve.settle(self._perform(mobile, plan, end), stale))
+        outcome = self._perform(mobile, plan, end)
+        return self._decide(mobile, resolve.settle(outcome, stale), guess)
 
     def _perform(self, mobile: str, plan: resolve.Plan, end: float) -> resolve.Outcome:
         """Run a miss plan: do each step it yields and feed back the result (or the error)."""

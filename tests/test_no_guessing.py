@@ -63,6 +63,28 @@ def test_fallback_false_refuses_a_stale_answer_and_a_cached_negative():
         router2.route(TELECOM_NO, fallback=False)
 
 
+def test_a_refused_guess_is_counted_as_no_decision():
+    """route(fallback=False) that raises leaves decisions and fallback reasons as they were."""
+
+    def route_of(router):
+        if isinstance(router, Router):
+            return lambda number: router.route(number, fallback=False)
+        return lambda number: asyncio.run(router.route(number, fallback=False))
+
+    for make in (Router, AsyncRouter):
+        fake = FakeClient(script=[api_error(-4)])
+        client = fake if make is Router else AsyncFake(fake)
+        router = make(client, GW, cache=MemoryCache(ttl=100.0))
+        route = route_of(router)
+        for _ in range(2):  # the vendor's -4, then the negative it left in the cache
+            with pytest.raises(NumberNotFound):
+                route(TELECOM_NO)
+        stats = router.stats()
+        assert stats["decisions"]["fallback"] == 0, make
+        assert stats["fallback_reasons"] == {}, make
+        assert stats["errors"] == {"-4": 1}, make  # the lookup's error is counted, once
+
+
 def test_send_and_route_many_take_fallback_too():
     """send(fallback=False) never calls the gateway on a guess; route_many puts errors in place."""
     calls = []

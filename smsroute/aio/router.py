@@ -131,18 +131,17 @@ class AsyncRouter(AsyncClosing, BaseRouter):
         hit = self._hot_hit(number)
         if hit is not None:
             return hit
-        decision = await self._route(number, deadline)
-        return decision if fallback else decision.raise_for_guess()
+        return await self._route(number, deadline, fallback)
 
-    async def _route(self, number: str, deadline: float | None) -> Decision:
+    async def _route(self, number: str, deadline: float | None, guess: bool = True) -> Decision:
         mobile = self._normalize(number)
         now = self._clock()
         end = now + self._budget(deadline)
         stale = await self._cache_op("get", mobile, end=end)
         first = resolve.from_cache(stale)
         if first is not None:
-            return self._decide(mobile, first)
-        return await self._resolve(mobile, stale, end)
+            return self._decide(mobile, first, guess)
+        return await self._resolve(mobile, stale, end, guess)
 
     async def refresh(self, number: str, *, deadline: float | None = None) -> Decision:
         """Drop the cached answer for ``number`` and ask the upstream again."""
@@ -154,15 +153,17 @@ class AsyncRouter(AsyncClosing, BaseRouter):
     def _budget(self, deadline: float | None) -> float:
         return self.deadline if deadline is None else check_deadline(deadline, spent_ok=True)
 
-    async def _resolve(self, mobile: str, stale: tuple[int, bool] | None, end: float) -> Decision:
+    async def _resolve(
+        self, mobile: str, stale: tuple[int, bool] | None, end: float, guess: bool = True
+    ) -> Decision:
         short = resolve.shortcut(
             stale, shared=self._shared is not None, rejecting=self.breaker.rejecting()
         )
         if short is not None:
-            return self._fallback(mobile, short.stale, short.reason, short.error)
+            return self._fallback(mobile, short.stale, short.reason, short.error, guess)
         plan = resolve.plan(now=self._clock(), end=end, shared=self._shared is not None)
         outcome = await self._perform(mobile, plan, end)
-        return self._decide(mobile, resolve.settle(outcome, stale))
+        return self._decide(mobile, resolve.settle(outcome, stale), guess)
 
     async def _perform(self, mobile: str, plan: resolve.Plan, end: float) -> resolve.Outcome:
         """Run a miss plan: do each step it yields and feed back the result (or the error)."""
