@@ -120,3 +120,15 @@ def test_lookup_with_an_unusable_cache_warns_and_asks_the_vendor(server, tmp_pat
     assert captured.err.count("\n") == 1
     assert "warning: cannot use the cache file" in captured.err
     assert PLAIN in captured.out
+
+
+def test_lookup_asks_the_vendor_about_a_segment_the_table_does_not_know(server, capsys):
+    """194 is not in the table: lookup asks, as route does; the vendor's -3 is the answer (free)."""
+    assert cli.main(["lookup", "--json", "19412345678", "12345678901"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["error"], r["code"]) for r in lines] == [
+        ("RequestRejected", -3),
+        ("InvalidNumber", None),
+    ]
+    assert [r.method for r in server.requests] == ["POST"]  # 123... was refused before any query
+    assert server.paid == 0

@@ -147,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for text in args.numbers:
             try:
-                mobile = normalize(text, table)
+                # A mobile-range segment the table does not know yet is asked, as
+                # `route` and the routers ask it: the vendor's -3 (free) says if
+                # it is no number.
+                mobile = normalize(text, table, unknown_segments=True)
             except InvalidNumber as exc:
                 failed = True
                 if args.json:
