@@ -16,12 +16,12 @@ take (locked, disk full) is held there for its whole TTL, so a failing file
 never costs more queries than a MemoryCache would.
 
 Rows past their stale window are purged by a sweep over the primary key in
-windows of ``purge_batch`` rows: the whole sweep when the file is opened (or
-:meth:`SqliteCache.purge` is called), and once per ``purge_interval`` one
-window per ``set`` until the sweep has gone round. No call on the send path
-does work that grows with the table. A purge never trusts the wall clock
-alone (see ``_horizon``): a clock that jumps forward does not delete paid
-answers.
+windows of ``purge_batch`` rows (:mod:`smsroute.sqlite_sweep`): the whole
+sweep when the file is opened (or :meth:`SqliteCache.purge` is called), and
+once per ``purge_interval`` one window per ``set`` until the sweep has gone
+round. No call on the send path does work that grows with the table. A
+purge never trusts the wall clock alone: a clock that jumps forward does not
+delete paid answers.
 
 Threads share two connections, one for reads and one for writes, each behind
 its own lock (sqlite3 releases the GIL while it works, and an answer read is
@@ -53,6 +53,7 @@ from smsroute import codec
 from smsroute._log import get_logger
 from smsroute.cache import MemoryCache
 from smsroute.core.freshness import ANSWER_MASK, FRESH_SHIFT, USED_BIT, CachePolicy, fresh_until
+from smsroute.sqlite_sweep import SWEEP_START, Sweep
 from smsroute.tiers import Counts, Health, NearTier
 from smsroute.types import Clock
 
@@ -66,31 +67,6 @@ _SCHEMA: Final = (
     "number INTEGER PRIMARY KEY, fresh_until INTEGER NOT NULL, answer TEXT NOT NULL)"
 )
 _MAX_NUMBER: Final = 1 << 62  # within SQLite's 64-bit integer, far beyond any phone number
-_SWEEP_START: Final = -(1 << 63)  # below every row id SQLite can hold
-
-# One purge step: the rows of a window of the row id past their time
-# (positives live until fresh_until + stale_ttl, negatives until fresh_until).
-_PURGE_WINDOW: Final = (
-    "DELETE FROM answers WHERE number > :start AND number <= :end"
-    " AND fresh_until <= :now AND (answer = 'N' OR fresh_until <= :old)"
-)
-
-# Why a sweep over the row id and no index on fresh_until, measured on a
-# 1,000,000-row file (32 MB, sqlite 3.40, local disk), per call:
-#
-#   DELETE ... WHERE rowid IN (SELECT rowid ... WHERE <past their time> LIMIT 500)
-#     no index, nothing expired:               59 ms (a full scan, every call)
-#     index on fresh_until, nothing expired: 1,150 ms (the planner walks the
-#       index over fresh_until <= now: every stale-but-kept row)
-#   INSERT OR REPLACE of an existing row: 12 us median without the index,
-#     22 us with it; and the index grows the file from 32 to 48 MB.
-#   This code, set() while a sweep runs (a 500-row window a call): 102 us
-#     median with few rows expired, 172 us median / 5 ms p99 when every row
-#     has; len() 0 us; opening the file (whole sweep and count) 0.18 s, and
-#     0.06 s more for the newest fresh_until (see SqliteCache._horizon).
-#
-# So the index is not needed for a cheap batch (and does not give one for
-# this predicate): it is not created.
 
 
 def default_cache_path() -> Path:
@@ -152,8 +128,6 @@ class SqliteCache:
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
-        if purge_batch < 1:
-            raise ValueError("purge_batch must be at least 1")
         self.policy = CachePolicy.resolve(policy, ttl, negative_ttl, stale_ttl)
         self.path = str(path)
         self.purge_interval = float(purge_interval)
@@ -171,13 +145,10 @@ class SqliteCache:
         # A file is not a network: no back-off (a locked file costs a send at
         # most write_timeout), but one warning per run of failures.
         self._health = Health(backoff=0.0, failures=1, monotonic=monotonic, counts=self._counts)
-        # Approximate row count: see __len__.
-        self._count = 0
-        # The send path's sweep: the last row id looked at (None: no sweep
-        # running), and the rows kept so far, which become the count at its end.
-        self._sweep_from: int | None = None
-        self._sweep_kept = 0
-        self._next_purge = 0.0
+        # The purge sweep and the approximate row count (see __len__).
+        self._sweep = Sweep(
+            batch=self.purge_batch, interval=self.purge_interval, monotonic=monotonic
+        )
         if self.path != ":memory:" and not self.path.startswith("file:"):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # Autocommit (isolation_level=None): each statement is its own short
@@ -200,9 +171,8 @@ class SqliteCache:
         except sqlite3.Error:
             self.close()
             raise
-        # See _horizon: what the purge may believe of the wall clock.
-        self._trusted_at = monotonic()
-        self._trusted = self._newest_write(clock())
+        # What the purge may believe of the wall clock: see Sweep.horizon.
+        self._sweep.trust(self._newest_write(clock()))
         self.purge()  # also counts the rows
         with self._lock:
             self._set_timeout(self._write_ms)
@@ -220,25 +190,6 @@ class SqliteCache:
         if not isinstance(newest, int):
             return now
         return min(now, newest - max(self.policy.ttl, self.policy.negative_ttl) - 1)
-
-    def _horizon(self, now: float) -> float:
-        """Return the time a purge judges rows by: ``now``, unless the clock cannot be trusted.
-
-        A purge deletes paid answers for good, so it does not take the wall
-        clock's word alone. A clock set weeks ahead (a bad NTP source, a VM
-        restored with the wrong time) would otherwise make every row look
-        past its stale window: they would all be deleted when the file was
-        opened, and stay gone when the clock was fixed. So time is trusted
-        only as far as it is seen to pass: from the newest write in the file
-        when it was opened (the clock was at least there then), plus what
-        the monotonic clock has counted since. Rows that expired by that
-        time are certainly expired; a clock jump, forward at start-up or
-        during the run, moves nothing. The price: after a real downtime the
-        rows that expired during it are purged only as the process runs on
-        (they read as misses meanwhile, so only disk is spent), and rows
-        written under a clock that was ahead stay longer.
-        """
-        return min(now, self._trusted + (self._monotonic() - self._trusted_at))
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         return sqlite3.connect(
@@ -299,11 +250,8 @@ class SqliteCache:
                     (key, until, text),
                 )
                 if new is None:
-                    self._counted(key, 1)
-                if self._sweep_from is None and tick >= self._next_purge:
-                    self._sweep_from, self._sweep_kept = _SWEEP_START, 0
-                    self._next_purge = tick + self.purge_interval
-                sweeping = self._sweep_from is not None
+                    self._sweep.counted(key, 1)
+                sweeping = self._sweep.due(tick)
         except sqlite3.Error as exc:
             self._failed("set", exc)
             if self._db is not None:
@@ -321,7 +269,7 @@ class SqliteCache:
         # a failure leaves the sweep where it was, for the next set.
         try:
             with self._lock:
-                if self._sweep_from is not None:
+                if self._sweep.start is not None:
                     self._sweep_step(now)
         except sqlite3.Error as exc:
             self._failed("purge", exc)
@@ -336,7 +284,7 @@ class SqliteCache:
             with self._lock:
                 cursor = self._conn().execute("DELETE FROM answers WHERE number = ?", (key,))
                 if cursor.rowcount > 0:
-                    self._counted(key, -1)
+                    self._sweep.counted(key, -1)
         except sqlite3.Error as exc:
             self._failed("delete", exc)
         else:
@@ -354,66 +302,31 @@ class SqliteCache:
         """
         now = self._clock()
         removed = 0
-        start: int | None = _SWEEP_START
+        start: int | None = SWEEP_START
         try:
             while start is not None:
                 with self._lock:
                     self._set_timeout(self._busy_ms)
                     try:
-                        if start == _SWEEP_START:  # restart the send path's sweep here
-                            self._sweep_from, self._sweep_kept = start, 0
-                            self._next_purge = self._monotonic() + self.purge_interval
+                        if start == SWEEP_START:  # restart the send path's sweep here
+                            self._sweep.restart()
                         removed += self._sweep_step(now)
-                        start = self._sweep_from
+                        start = self._sweep.start
                     finally:
                         self._set_timeout(self._write_ms)
         except sqlite3.Error as exc:
             with self._lock:
-                self._sweep_from = None
-                self._next_purge = 0.0  # try again on the next set
+                self._sweep.abort()  # try again on the next set
             self._failed("purge", exc)
             return removed
         self._succeeded()
         return removed
 
     def _sweep_step(self, now: float) -> int:
-        """Purge the next ``purge_batch`` rows of the sweep; return how many went.
-
-        Bounded work: a range of the primary key, found and deleted by the
-        row id. Call with self._lock held and a sweep running.
-        """
-        start = self._sweep_from
-        assert start is not None
-        db = self._conn()
-        size, end = db.execute(
-            "SELECT count(*), max(number) FROM"
-            " (SELECT number FROM answers WHERE number > ? ORDER BY number LIMIT ?)",
-            (start, self.purge_batch),
-        ).fetchone()
-        removed = 0
-        if size:
-            now = self._horizon(now)
-            cursor = db.execute(
-                _PURGE_WINDOW,
-                {"start": start, "end": end, "now": now, "old": now - self.policy.stale_ttl},
-            )
-            removed = max(cursor.rowcount, 0)
-        self._sweep_kept += size - removed
-        self._count = max(self._count - removed, 0)
+        """One window of the running sweep (self._lock held); return the rows it purged."""
+        removed = self._sweep.step(self._conn(), now, self.policy.stale_ttl)
         self._counts.bump("purged", removed)
-        if size < self.purge_batch:  # gone round: what it kept is the count
-            self._sweep_from = None
-            self._count = self._sweep_kept
-        else:
-            self._sweep_from = end
         return removed
-
-    def _counted(self, key: int, change: int) -> None:
-        # This process's own writes, with self._lock held. A row behind a
-        # running sweep is one the sweep will not see again.
-        self._count = max(self._count + change, 0)
-        if self._sweep_from is not None and key <= self._sweep_from:
-            self._sweep_kept += change
 
     def _set_timeout(self, ms: int) -> None:
         if self._db is not None:
@@ -476,7 +389,7 @@ class SqliteCache:
         every purge sweep, and kept up to date with this process's own
         writes; other processes' writes show at the next sweep.
         """
-        return self._count
+        return self._sweep.count
 
     def __repr__(self) -> str:
         state = "closed" if self._db is None else "open"

@@ -263,14 +263,15 @@ def test_lookup_uses_the_file_vendor_segments_and_cache(server, tmp_path, capsys
     assert cli.main(["lookup", DOC_NUMBER, "--config", str(config)]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[-1] == "cache"
     assert server.paid == 1
-    # The user's table lets 194 through to the vendor (which answers -3 here);
-    # the built-in one refuses it as unallocated, unpaid.
+    # 194 goes to the vendor with the user's table and with the built-in one
+    # (which does not know it yet): the vendor's -3 here, free of charge.
     assert cli.main(["lookup", NEW, "--config", str(config)]) == 1
     assert "vendor code -3" in capsys.readouterr().err
     monkeypatch.setenv(cli.ENV_APIKEY, server.apikey)
     monkeypatch.setenv(cli.ENV_BASE_URL, server.url)
     assert cli.main(["lookup", NEW]) == 1
-    assert "invalid number: unallocated segment: 194" in capsys.readouterr().err
+    assert "vendor code -3" in capsys.readouterr().err
+    assert server.paid == 1
 
 
 def test_segment_shows_the_users_table(tmp_path, capsys):
