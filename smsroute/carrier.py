@@ -74,7 +74,8 @@ class Carrier(str, enum.Enum):
         close = difflib.get_close_matches(_NOISE.sub("", text).lower(), choices, n=1, cutoff=0.5)
         if not close:
             return None
-        return extras.get(close[0], close[0])
+        found = close[0]
+        return extras.get(found) or _SHOWN.get(found, found)
 
 
 _CODE = {Carrier.MOBILE: 1, Carrier.UNICOM: 2, Carrier.TELECOM: 3, Carrier.BROADNET: 4}
@@ -108,5 +109,16 @@ for _carrier, _names in {
 }.items():
     for _name in (*_names, _carrier.value):
         _ALIASES[_name] = _carrier
+
+# How a hint spells the aliases that are stored squashed (parse reads both).
+_SHOWN: dict[str, str] = {
+    "chinamobile": "China Mobile",
+    "chinaunicom": "China Unicom",
+    "chinatelecom": "China Telecom",
+    "chinabroadnet": "China Broadnet",
+    "chinabroadcastnetwork": "China Broadcast Network",
+    **{name: name.upper() for name in ("cmcc", "cucc", "ctcc", "cbn", "cm", "cu", "ct")},
+    "cbnet": "CBNet",
+}
 
 _CACHE: dict[str, Carrier | None] = {}

@@ -23,6 +23,7 @@ GW = {M: "CMPP", U: "SGIP", T: "SMGP"}
         ("teleocm", 'did you mean "telecom" (电信)?'),
         ("中国移东", 'did you mean "中国移动" (移动)?'),
         ("defualt", 'did you mean "default"?'),
+        ("China Mobil", 'did you mean "China Mobile" (移动)?'),  # as one would type it
     ],
 )
 @pytest.mark.parametrize("build", ["policy", "router", "async"])
