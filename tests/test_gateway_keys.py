@@ -96,6 +96,9 @@ def test_a_rule_that_names_an_extra_key_routes_to_its_gateway():
     )
     assert policy.pick(Carrier.TELECOM, "广东", False, False) == "GD-CT-DIRECT"
     assert policy.pick(Carrier.TELECOM, "湖北", False, False) == GW[T]
+    # A rule's gateway that reads as an operator is the gateway id itself, as it always was.
+    literal = RoutingPolicy(GW, rules=[Rule("电信", province="广东")])
+    assert literal.pick(Carrier.MOBILE, "广东", False, False) == "电信"
 
 
 def test_toml_virtual_typo_gets_the_hint(tmp_path):

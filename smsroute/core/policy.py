@@ -195,6 +195,7 @@ class RoutingPolicy:
     virtual: str = "host"
     rules: tuple[Rule, ...] = ()
     _memo: dict[int, Route] = field(default_factory=dict, init=False, repr=False)
+    _extras: frozenset[str] = field(default=frozenset(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         gateways = _read_gateways(self.gateways)
@@ -206,6 +207,9 @@ class RoutingPolicy:
                 )
             object.__setattr__(self, "default", default)
         object.__setattr__(self, "gateways", MappingProxyType(gateways))
+        # The keys that are no operator: a rule naming one routes to its gateway.
+        extras = frozenset(k for k in gateways if not isinstance(k, Carrier))
+        object.__setattr__(self, "_extras", extras)
         object.__setattr__(self, "rules", tuple(self.rules))
         if self.virtual not in VIRTUAL_POLICIES and self.virtual not in self.gateways:
             names = {k.lower(): k for k in self.gateways if isinstance(k, str)}
@@ -275,9 +279,9 @@ class RoutingPolicy:
         for rule in self.rules:
             if rule.matches(carrier, province, ported, virtual):
                 # A rule may name an extra key of the map ("gd" -> "GD-CT-DIRECT")
-                # or give the gateway itself.
+                # or give the gateway itself (an operator's name included).
                 target = rule.gateway
-                if isinstance(target, str) and target in self.gateways:
+                if isinstance(target, str) and target in self._extras:
                     return self.gateways[target]
                 return target
         if virtual and self.virtual != "host":
