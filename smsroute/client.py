@@ -329,11 +329,9 @@ class CarrierClient:
             # answer completes late by itself: that is the vendor's.
             judged = timed_out and guard.hooked
             note = overload_note(time.monotonic() - guard.deadline, budget) if judged else ""
-            error = self._failure(
+            raise self._failure(
                 endpoint, failure, sent=sent, timed_out=timed_out, answered=answered, note=note
             )
-            error.overloaded = bool(note)
-            raise error
         if content is None:
             raise TransportError(f"{endpoint}: body of over {MAX_BODY} bytes is not an answer")
         return content
@@ -348,9 +346,14 @@ class CarrierClient:
         answered: bool,
         note: str = "",
     ) -> TransportError:
-        """Return the TransportError of a failure, marked maybe-billed once /carrier was sent."""
+        """Return the TransportError of a failure, marked maybe-billed once /carrier was sent.
+
+        ``note`` is :func:`~smsroute.core.outcome.overload_note`'s: not empty, the
+        error is this process's (``overloaded``), not the vendor's.
+        """
         message = f"{endpoint}: timed out ({text}){note}" if timed_out else f"{endpoint}: {text}"
         exc = TransportError(message)
+        exc.overloaded = bool(note)
         if endpoint != vendor.CARRIER or not sent:
             return mark(exc, maybe_billed=False, timed_out=timed_out)
         # A timeout after sending is not bought again by default, nor is an

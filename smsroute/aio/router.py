@@ -227,7 +227,6 @@ class AsyncRouter(AsyncClosing, BaseRouter):
     async def _ask(self, mobile: str, timeout: float) -> CarrierInfo:
         self._upstream_calls.bump()
         started = time.perf_counter()
-        expires = asyncio.get_running_loop().time() + timeout
         try:
             # Bounded here as well as by the client's own timeout=: a client
             # that ignores its budget (or a blocking one, run in a thread)
@@ -236,8 +235,8 @@ class AsyncRouter(AsyncClosing, BaseRouter):
                 return await self._client.lookup(mobile, timeout=timeout)  # type: ignore[no-any-return]
             return await asyncio.wait_for(self._lookup(mobile, timeout), timeout)
         except asyncio.TimeoutError:
-            # Judged on the loop's clock, which wait_for's timer runs on.
-            note = overload_note(asyncio.get_running_loop().time() - expires, timeout)
+            # Both monotonic: wait_for's timer (the loop's clock) and perf_counter.
+            note = overload_note(time.perf_counter() - started - timeout, timeout)
             if not note:
                 raise TransportError(
                     "/carrier: timed out (the lookup overran its budget)"

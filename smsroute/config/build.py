@@ -72,15 +72,8 @@ def build_async_client(settings: Settings, *, share: int = 1, **kwargs: Any) -> 
     """
     from smsroute.aio.client import AsyncCarrierClient
 
-    v = settings.vendor
-    if v.timeout is not None:
-        kwargs.setdefault("timeout", v.timeout)
     return AsyncCarrierClient(
-        _apikey(settings),
-        base_url=v.base_url,
-        method=v.method,
-        rate_limit=_rate_limit(settings, share),
-        **kwargs,
+        _apikey(settings), **_vendor_kwargs(settings, share, kwargs), **kwargs
     )
 
 
@@ -91,16 +84,20 @@ def build_client(settings: Settings, **kwargs: Any) -> CarrierClient:
     """
     from smsroute.client import CarrierClient
 
+    return CarrierClient(_apikey(settings), **_vendor_kwargs(settings, 1, kwargs), **kwargs)
+
+
+def _vendor_kwargs(settings: Settings, share: int, given: dict[str, Any]) -> dict[str, Any]:
+    """Return what either client takes from ``[vendor]`` (its timeout unless ``given`` has one)."""
     v = settings.vendor
-    if v.timeout is not None:
-        kwargs.setdefault("timeout", v.timeout)
-    return CarrierClient(
-        _apikey(settings),
-        base_url=v.base_url,
-        method=v.method,
-        rate_limit=_rate_limit(settings, 1),
-        **kwargs,
-    )
+    out: dict[str, Any] = {
+        "base_url": v.base_url,
+        "method": v.method,
+        "rate_limit": _rate_limit(settings, share),
+    }
+    if v.timeout is not None and "timeout" not in given:
+        out["timeout"] = v.timeout
+    return out
 
 
 def build_cache(settings: Settings) -> Any:

@@ -201,10 +201,14 @@ class BreakerCore:
         alert = None
         # One alert per incident: a failed probe or a second send hitting
         # the same account problem is the same incident.
-        # A timeout on the probe of an account problem is not its end: only
-        # an answer proves the key or the balance was fixed.
-        hard = self.incident is not None and self.incident.kind in HARD_KINDS
-        if self.incident is None or (self.incident.kind != kind and not (hard and not force)):
+        # A timeout on the probe of an account problem is not its end either
+        # (only an answer proves the key or the balance was fixed): a plain
+        # failure keeps it; another account problem replaces it.
+        current = self.incident
+        same = current is not None and (
+            current.kind == kind or (current.kind in HARD_KINDS and not force)
+        )
+        if not same:
             code = getattr(exc, "code", None)
             reason = getattr(exc, "reason", None) or str(exc)
             alert = self.incident = Alert(kind, code, reason, now)
